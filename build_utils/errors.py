@@ -1,0 +1,28 @@
+"""Exceptions for mistakes in the user's input.
+
+Every user-facing mistake (a bad cfg line, a corrupt dataset, weights that do not fit the cfg,
+a malformed hyp.yaml) raises a subclass of `UserError`. Its message is complete on its own: it
+names the file (and line where there is one), says what is wrong and what to do. Entry scripts
+catch `UserError` through `build_utils.cli.run_cli` and print it as one line, exit code 2, so a
+user never reads a traceback for their own mistake.
+"""
+
+
+class UserError(Exception):
+    """A mistake in the user's files or options; the message says which file and how to fix it."""
+
+
+class ConfigError(UserError):
+    """A malformed Darknet `.cfg` or `.data` file; the message starts with `path:line:`."""
+
+
+class DatasetError(UserError):
+    """Images or labels that cannot be used (missing, corrupt, wrong class ids)."""
+
+
+class WeightsError(UserError):
+    """Weights or checkpoints that cannot be loaded into the requested model."""
+
+
+class HypError(UserError):
+    """A `hyp.yaml` with unknown, missing, mistyped or out-of-range keys."""

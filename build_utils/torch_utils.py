@@ -1,0 +1,50 @@
+"""Device selection and timing helpers shared by training, validation and prediction."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from build_utils.errors import UserError
+
+
+def select_device(device: str = "") -> torch.device:
+    """Turn a `--device` string ('', 'cpu', '0', '0,1', 'cuda:1', 'mps') into a torch.device.
+
+    '' picks the first GPU when CUDA is available, else the CPU. A list such as '0,1' sets
+    CUDA_VISIBLE_DEVICES-style ordering for torchrun users and returns the first of them;
+    under torchrun each rank uses its LOCAL_RANK instead.
+    """
+    spec = str(device).strip().lower().replace("cuda:", "")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise UserError("--device mps: the MPS backend is not available on this machine; use --device cpu")
+        return torch.device("mps")
+    if spec == "":
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", local_rank)
+        return torch.device("cpu")
+    ids = [s for s in spec.split(",") if s != ""]
+    if not all(s.isdigit() for s in ids):
+        raise UserError(f"--device {device!r}: expected 'cpu', a GPU index such as '0', or a list such as '0,1'")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    count = torch.cuda.device_count()
+    bad = [i for i in ids if int(i) >= count]
+    if bad:
+        raise UserError(f"--device {device}: this machine has {count} GPU(s), index {bad[0]} does not exist")
+    local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    index = int(ids[local_rank]) if 0 <= local_rank < len(ids) else int(ids[0])
+    return torch.device("cuda", index)
+
+
+def time_sync() -> float:
+    """Wall-clock seconds after waiting for queued GPU work, so timings measure the work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
