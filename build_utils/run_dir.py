@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 
-def increment_path(project: str | Path, name: str = "exp", exist_ok: bool = False, mkdir: bool = True) -> Path:
+def increment_path(
+    project: str | Path, name: str = "exp", exist_ok: bool = False, mkdir: bool = True
+) -> Path:
     """Return `project/name`, or `project/name2`, `name3`, ... when it already exists.
 
     With `exist_ok` the plain `project/name` is reused. The folder is created unless `mkdir` is False.

@@ -22,7 +22,7 @@ def select_device(device: str = "") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise UserError("--device mps: the MPS backend is not available on this machine; use --device cpu")
+            raise UserError("--device mps: the MPS backend is not available here; use --device cpu")
         return torch.device("mps")
     if spec == "":
         if torch.cuda.is_available():
@@ -31,7 +31,7 @@ def select_device(device: str = "") -> torch.device:
         return torch.device("cpu")
     ids = [s for s in spec.split(",") if s != ""]
     if not all(s.isdigit() for s in ids):
-        raise UserError(f"--device {device!r}: expected 'cpu', a GPU index such as '0', or a list such as '0,1'")
+        raise UserError(f"--device {device!r}: expected 'cpu', a GPU index such as '0', or a list like '0,1'")
     if not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     count = torch.cuda.device_count()
