@@ -1,0 +1,78 @@
+"""Small layers a Darknet cfg needs that PyTorch does not ship in Darknet's exact form.
+
+Route and shortcut read earlier layers' outputs, so their forward takes the list of cached
+outputs as a second argument; `DarkNet.forward` passes it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def make_activation(name: str) -> nn.Module:
+    """Darknet activation by cfg name; leaky uses Darknet's slope 0.1 (PyTorch's default is 0.01)."""
+    if name == "leaky":
+        return nn.LeakyReLU(0.1, inplace=True)
+    if name == "linear":
+        return nn.Identity()
+    if name == "mish":
+        return nn.Mish(inplace=True)
+    if name == "swish":
+        return nn.SiLU(inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "logistic":
+        return nn.Sigmoid()
+    raise ValueError(f"unknown activation {name!r}")  # the parser rejects these with a ConfigError first
+
+
+class DarknetMaxPool(nn.Module):
+    """Darknet maxpool: total padding `size-1`, `(size-1)//2` on the left/top, the rest right/bottom.
+
+    Cells outside the image never win the max. PyTorch's own padding is symmetric, so the
+    asymmetric case (size 2, stride 1 in yolov3-tiny) pads by replicating the edge, which for a
+    max is the same as padding with -inf (the edge cell is in every window that sees the pad).
+    """
+
+    def __init__(self, size: int, stride: int) -> None:
+        super().__init__()
+        self.size, self.stride = size, stride
+        self.left = (size - 1) // 2
+        self.right = size - 1 - self.left
+        symmetric = self.left == self.right
+        self.pool = nn.MaxPool2d(size, stride, padding=self.left if symmetric else 0)
+        self.symmetric = symmetric
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (bs, c, h, w) -> (bs, c, h', w')
+        if not self.symmetric:
+            x = F.pad(x, (self.left, self.right, self.left, self.right), mode="replicate")
+        return self.pool(x)
+
+
+class Route(nn.Module):
+    """Concatenate earlier outputs on channels; with `groups`, keep slice `group_id` of each (yolov4-tiny)."""
+
+    def __init__(self, layers: list[int], groups: int = 1, group_id: int = 0) -> None:
+        super().__init__()
+        self.layers, self.groups, self.group_id = layers, groups, group_id
+
+    def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        parts = [outputs[i] for i in self.layers]
+        if self.groups > 1:
+            parts = [p.chunk(self.groups, dim=1)[self.group_id] for p in parts]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+class Shortcut(nn.Module):
+    """Residual sum of the previous output and earlier layer(s) `from` (linear activation)."""
+
+    def __init__(self, layers: list[int]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        for i in self.layers:
+            x = x + outputs[i]
+        return x

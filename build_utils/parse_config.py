@@ -1,0 +1,307 @@
+"""Darknet `.cfg` and `.data` parsing.
+
+Users edit these files by hand, so every mistake is reported as a `ConfigError` whose message
+starts with `path:line:` and says what was expected. Structural checks (route/shortcut targets,
+`[yolo]` masks, predictor filters) happen here, before any module is built, so the error points
+at the cfg line rather than at a tensor shape deep inside the model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from build_utils.errors import ConfigError
+
+# Value kinds: "int", "float", "ints" (always a list), "floats" (always a list), "str", "num" (int or float).
+_NET_KEYS = {
+    "batch": "int", "subdivisions": "int", "width": "int", "height": "int", "channels": "int",
+    "momentum": "float", "decay": "float", "angle": "float", "saturation": "float", "exposure": "float",
+    "hue": "float", "learning_rate": "float", "burn_in": "int", "max_batches": "int", "policy": "str",
+    "steps": "ints", "scales": "floats", "power": "float", "max_crop": "int", "min_crop": "int",
+    "aspect": "float", "mosaic": "int", "cutmix": "int", "mixup": "int", "flip": "int", "blur": "int",
+    "letter_box": "int", "optimized_memory": "int", "mosaic_bound": "int", "label_smooth_eps": "float",
+    "adversarial_lr": "float", "track": "int", "augment_speed": "int", "sequential_subdivisions": "int",
+    "try_fix_nan": "int", "loss_scale": "float", "dynamic_minibatch": "int", "gaussian_noise": "int",
+    "workspace_size_limit_MB": "int", "ema_alpha": "float", "gamma": "float", "step": "int",
+    "inputs": "int", "max_chart_loss": "float", "time_steps": "int", "num_boxes": "int",
+    "train_only_bn": "int", "contrastive": "int", "unsupervised": "int", "use_cuda_graph": "int",
+}
+_SECTION_KEYS: dict[str, dict[str, str]] = {
+    "net": _NET_KEYS,
+    "convolutional": {
+        "batch_normalize": "int", "filters": "int", "size": "int", "stride": "int", "pad": "int",
+        "padding": "int", "groups": "int", "activation": "str", "dilation": "int",
+    },
+    "maxpool": {"size": "int", "stride": "int", "padding": "int"},
+    "upsample": {"stride": "int"},
+    "route": {"layers": "ints", "groups": "int", "group_id": "int"},
+    "shortcut": {"from": "ints", "activation": "str"},
+    "yolo": {
+        "mask": "ints", "anchors": "floats", "classes": "int", "num": "int", "jitter": "float",
+        "ignore_thresh": "float", "truth_thresh": "float", "random": "num", "scale_x_y": "float",
+        "iou_thresh": "float", "cls_normalizer": "float", "iou_normalizer": "float",
+        "obj_normalizer": "float",
+        "iou_loss": "str", "iou_thresh_kind": "str", "nms_kind": "str", "beta_nms": "float",
+        "max_delta": "float", "resize": "float", "new_coords": "int", "max": "int",
+        "label_smooth_eps": "float", "objectness_smooth": "int", "counters_per_class": "ints",
+    },
+}
+ACTIVATIONS = ("leaky", "linear", "mish", "swish", "relu", "logistic")
+_SECTION_RE = re.compile(r"^\[\s*([^\]]*?)\s*\]$")
+_INT_RE = re.compile(r"^[+-]?\d+$")
+
+
+def _number(text: str) -> int | float:
+    """'3' -> 3, '.1' -> 0.1, '1e-3' -> 0.001; raises ValueError otherwise."""
+    text = text.strip()
+    return int(text) if _INT_RE.match(text) else float(text)
+
+
+def _typed(kind: str, raw: str) -> Any:
+    if kind == "str":
+        return raw
+    parts = [p for p in raw.split(",") if p.strip() != ""]
+    values = [_number(p) for p in parts]
+    if kind in ("ints", "floats"):
+        if kind == "ints" and not all(isinstance(v, int) for v in values):
+            raise ValueError(raw)
+        return values
+    if len(values) != 1:
+        raise ValueError(raw)
+    if kind == "int" and not isinstance(values[0], int):
+        raise ValueError(raw)
+    return float(values[0]) if kind == "float" else values[0]
+
+
+_KIND_WORDS = {
+    "int": "an integer", "float": "a number", "num": "a number",
+    "ints": "a comma list of integers", "floats": "a comma list of numbers",
+}
+
+
+def _parse_lines(text: str, source: str) -> list[dict[str, Any]]:
+    """Split cfg text into typed section dicts; each keeps `_line` and `_key_lines`."""
+    sections: list[dict[str, Any]] = []
+    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+        line = re.split(r"[#;]", raw_line, maxsplit=1)[0].strip()
+        if not line:
+            continue
+        match = _SECTION_RE.match(line)
+        if match:
+            name = match.group(1).lower()
+            if name not in _SECTION_KEYS:
+                known = ", ".join(f"[{s}]" for s in _SECTION_KEYS)
+                raise ConfigError(f"{source}:{lineno}: unknown section [{name}]; expected one of {known}")
+            sections.append({"type": name, "_line": lineno, "_key_lines": {}})
+            continue
+        if not sections:
+            raise ConfigError(
+                f"{source}:{lineno}: {line!r} appears before any [section]; start the file with [net]"
+            )
+        if "=" not in line:
+            raise ConfigError(f"{source}:{lineno}: expected 'key=value' or '[section]', got {line!r}")
+        key, value = (s.strip() for s in line.split("=", 1))
+        section = sections[-1]
+        kinds = _SECTION_KEYS[section["type"]]
+        if key not in kinds:
+            raise ConfigError(
+                f"{source}:{lineno}: unknown key {key!r} for [{section['type']}]; "
+                f"expected one of {', '.join(sorted(kinds))}"
+            )
+        try:
+            section[key] = _typed(kinds[key], value)
+        except ValueError:
+            raise ConfigError(
+                f"{source}:{lineno}: [{section['type']}] {key}={value!r} is not numeric; "
+                f"expected {_KIND_WORDS[kinds[key]]}"
+            ) from None
+        section["_key_lines"][key] = lineno
+    return sections
+
+
+def _where(source: str, section: dict[str, Any], key: str) -> str:
+    return f"{source}:{section['_key_lines'].get(key, section['_line'])}"
+
+
+def _check_links(layers: list[dict[str, Any]], source: str) -> None:
+    """Route/shortcut targets must be earlier layers; resolved absolute indices are stored in `_from`."""
+    for i, mdef in enumerate(layers):
+        if mdef["type"] not in ("route", "shortcut"):
+            continue
+        key = "layers" if mdef["type"] == "route" else "from"
+        if not mdef.get(key):
+            raise ConfigError(f"{_where(source, mdef, key)}: [{mdef['type']}] (layer {i}) needs {key}=")
+        resolved = []
+        for ref in mdef[key]:
+            j = i + ref if ref < 0 else ref
+            if not 0 <= j < i:
+                where = "before the first layer" if j < 0 else "forward (not an earlier layer)"
+                raise ConfigError(
+                    f"{_where(source, mdef, key)}: [{mdef['type']}] (layer {i}) {key}={ref} "
+                    f"points to layer {j}, {where}; expected a negative offset from -1 to -{i} "
+                    f"or an absolute index from 0 to {i - 1}"
+                )
+            resolved.append(j)
+        mdef["_from"] = resolved
+
+
+def _check_yolo(layers: list[dict[str, Any]], source: str) -> None:
+    """Masks inside the anchor list, predictor filters = (5+classes)*len(mask), at least one [yolo]."""
+    yolo_idx = [i for i, m in enumerate(layers) if m["type"] == "yolo"]
+    if not yolo_idx:
+        raise ConfigError(f"{source}:1: no [yolo] section; a detector cfg needs at least one [yolo] head")
+    for i in yolo_idx:
+        mdef = layers[i]
+        anchors = mdef.get("anchors", [])
+        if not anchors or len(anchors) % 2:
+            raise ConfigError(
+                f"{_where(source, mdef, 'anchors')}: [yolo] (layer {i}) anchors must be w,h pairs in pixels, "
+                f"got {len(anchors)} numbers"
+            )
+        n_anchors = len(anchors) // 2
+        if "num" in mdef and mdef["num"] != n_anchors:
+            raise ConfigError(
+                f"{_where(source, mdef, 'num')}: [yolo] (layer {i}) num={mdef['num']} but anchors lists "
+                f"{n_anchors} pairs; set num={n_anchors}"
+            )
+        mdef.setdefault("mask", list(range(n_anchors)))
+        bad = [m for m in mdef["mask"] if not 0 <= m < n_anchors]
+        if bad:
+            raise ConfigError(
+                f"{_where(source, mdef, 'mask')}: [yolo] (layer {i}) mask index {bad[0]} "
+                f"is past its anchors; "
+                f"expected indices 0..{n_anchors - 1} ({n_anchors} anchor pairs)"
+            )
+        mdef.setdefault("classes", 80)
+        pred = layers[i - 1] if i > 0 else None
+        if pred is None or pred["type"] != "convolutional":
+            raise ConfigError(
+                f"{source}:{mdef['_line']}: [yolo] (layer {i}) must follow a [convolutional] predictor"
+            )
+        need = (5 + mdef["classes"]) * len(mdef["mask"])
+        if pred.get("filters") != need:
+            raise ConfigError(
+                f"{_where(source, pred, 'filters')}: [convolutional] (layer {i - 1}) "
+                f"feeding [yolo] (layer {i}) "
+                f"has filters={pred.get('filters')}; expected (5+classes)*len(mask) = "
+                f"(5+{mdef['classes']})*{len(mdef['mask'])} = {need}"
+            )
+
+
+def _check_layers(layers: list[dict[str, Any]], source: str) -> None:
+    for i, mdef in enumerate(layers):
+        if mdef["type"] == "net":
+            raise ConfigError(f"{source}:{mdef['_line']}: [net] may appear only once, as the first section")
+        if mdef["type"] == "convolutional":
+            if "filters" not in mdef:
+                raise ConfigError(f"{source}:{mdef['_line']}: [convolutional] (layer {i}) needs filters=")
+            act = mdef.get("activation", "logistic")
+            if act not in ACTIVATIONS:
+                raise ConfigError(
+                    f"{_where(source, mdef, 'activation')}: [convolutional] (layer {i}) activation={act!r} "
+                    f"is not supported; expected one of {', '.join(ACTIVATIONS)}"
+                )
+
+
+def parse_model_cfg_text(text: str, source: str = "<cfg>") -> list[dict[str, Any]]:
+    """Parse Darknet cfg text into `[{"type": "net", ...}, layer0, layer1, ...]`, validated.
+
+    Each dict has `type`, `_line` (1-based line of its header), `_key_lines` and its typed keys;
+    route/shortcut layers also get `_from`, the absolute indices of the layers they read.
+    """
+    sections = _parse_lines(text, source)
+    if not sections or sections[0]["type"] != "net":
+        line = sections[0]["_line"] if sections else 1
+        raise ConfigError(f"{source}:{line}: a Darknet cfg must start with a [net] section")
+    layers = sections[1:]
+    _check_layers(layers, source)
+    _check_links(layers, source)
+    _check_yolo(layers, source)
+    return sections
+
+
+def parse_model_cfg(path: str | Path) -> list[dict[str, Any]]:
+    """Read and parse a Darknet `.cfg` file (see `parse_model_cfg_text`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}:0: cfg file not found; pass an existing .cfg such as cfg/yolov3-spp.cfg")
+    return parse_model_cfg_text(path.read_text(encoding="utf-8"), str(path))
+
+
+def load_class_names(path: str | Path) -> list[str]:
+    """One class name per non-empty line, surrounding whitespace stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}:0: names file not found; it should list one class name per line")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+_DATA_PATH_KEYS = ("train", "valid", "names")
+
+
+def _resolve_data_path(value: str, key: str, data_path: Path, lineno: int, required: bool) -> str | None:
+    """Relative paths are tried against the `.data` file's folder first, then the working directory."""
+    candidate = Path(value).expanduser()
+    tried = [candidate] if candidate.is_absolute() else [data_path.parent / candidate, Path.cwd() / candidate]
+    for place in tried:
+        if place.exists():
+            return str(place.resolve())
+    if not required:
+        return None
+    looked = " and ".join(str(p) for p in tried)
+    raise ConfigError(f"{data_path}:{lineno}: {key}={value} not found; looked in {looked}")
+
+
+def parse_data_cfg(path: str | Path) -> dict[str, Any]:
+    """Parse a Darknet `.data` file; referenced files resolved, `class_names` loaded and counted.
+
+    `train`/`valid`/`names` must exist; other keys naming an existing file or folder are resolved,
+    the rest are kept as typed values (ints/floats where numeric, else strings).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}:0: .data file not found; pass e.g. data/coco128.data")
+    out: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for lineno, raw_line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = re.split(r"[#;]", raw_line, maxsplit=1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise ConfigError(f"{path}:{lineno}: expected 'key=value', got {line!r}")
+        key, value = (s.strip() for s in line.split("=", 1))
+        out[key], lines[key] = value, lineno
+    for key in ("classes", *_DATA_PATH_KEYS):
+        if key not in out:
+            raise ConfigError(
+                f"{path}:1: missing '{key}='; a .data file needs classes, train, valid and names"
+            )
+    try:
+        out["classes"] = int(out["classes"])
+    except ValueError:
+        raise ConfigError(
+            f"{path}:{lines['classes']}: classes={out['classes']!r} is not an integer"
+        ) from None
+    for key, value in list(out.items()):
+        if key == "classes":
+            continue
+        required = key in _DATA_PATH_KEYS
+        resolved = _resolve_data_path(value, key, path, lines[key], required)
+        if resolved is not None:
+            out[key] = resolved
+        else:
+            try:
+                out[key] = _number(value)
+            except ValueError:
+                out[key] = value
+    names = load_class_names(out["names"])
+    if len(names) != out["classes"]:
+        raise ConfigError(
+            f"{path}:{lines['classes']}: classes={out['classes']} but {out['names']} "
+            f"lists {len(names)} names; "
+            f"make them agree (and regenerate the cfg with data/scripts/make_cfg.py --classes {len(names)})"
+        )
+    out["class_names"] = names
+    return out

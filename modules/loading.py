@@ -1,0 +1,65 @@
+"""`load_model`: the one way inference scripts turn `--weights` (and `--cfg`) into a ready model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from build_utils.errors import WeightsError
+from modules.checkpoint import load_checkpoint, load_matching_state_dict
+from modules.model import DarkNet
+from modules.weights import load_darknet_weights
+
+logger = logging.getLogger(__name__)
+
+
+def _from_checkpoint(path: Path, cfg: str | Path | None) -> tuple[DarkNet, list[str] | None]:
+    """A `.pt` rebuilds its own cfg; an explicit `cfg` overrides it and loads what matches."""
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    if not isinstance(state, dict):
+        raise WeightsError(
+            f"{path}: no 'model' or 'ema' state dict inside; is it a checkpoint of this project?"
+        )
+    if cfg is not None:
+        model = DarkNet(cfg)
+        load_matching_state_dict(model, state, str(path))
+    elif ckpt.get("cfg_text"):
+        model = DarkNet.from_cfg_text(ckpt["cfg_text"], ckpt.get("cfg_name") or str(path))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise WeightsError(f"{path}: its state dict does not fit its own cfg (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}); the file is damaged")
+    else:
+        raise WeightsError(
+            f"{path}: the checkpoint carries no cfg_text; pass --cfg with the cfg it was trained with"
+        )
+    return model, ckpt.get("class_names")
+
+
+def load_model(weights: str | Path, cfg: str | Path | None = None, device: str | torch.device = "cpu",
+               fuse: bool = False) -> tuple[DarkNet, list[str] | None]:
+    """Build and load a model for inference; returns it in eval mode on `device`, with class names.
+
+    `.pt`: cfg and class names come from the checkpoint (EMA weights when present).
+    Darknet `.weights`: `cfg` is required; class names are None (the caller takes them from a .data/.names).
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.suffix == ".pt":
+        model, names = _from_checkpoint(path, cfg)
+    elif path.suffix == ".weights" or path.suffix == "" or path.name.startswith("darknet53"):
+        if cfg is None:
+            raise WeightsError(f"{path}: Darknet weights carry no cfg; pass --cfg (e.g. cfg/yolov3-spp.cfg)")
+        model, names = DarkNet(cfg), None
+        load_darknet_weights(model, path)
+    else:
+        raise WeightsError(
+            f"{path}: unknown weights format {path.suffix!r}; expected a .pt checkpoint or Darknet .weights"
+        )
+    if fuse:
+        model.fuse()
+    return model.to(device).eval(), names

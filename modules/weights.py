@@ -1,0 +1,123 @@
+"""Darknet `.weights` read/write, plus the `.pt` checkpoint helpers (re-exported from checkpoint.py).
+
+Darknet layout (guide section 5): int32 major, minor, revision; `seen` as int64 when
+major*10+minor >= 2 (and both < 1000) else int32; then per `[convolutional]` in cfg order,
+float32 `bn.bias, bn.weight, running_mean, running_var` (or `conv.bias` without BN), then
+`conv.weight` in OIHW order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from build_utils.errors import WeightsError
+from modules.checkpoint import load_checkpoint, load_matching_state_dict, save_checkpoint
+from modules.model import DarkNet
+
+__all__ = ["load_darknet_weights", "save_darknet_weights", "darknet_float_count",
+           "save_checkpoint", "load_checkpoint", "load_matching_state_dict"]
+
+logger = logging.getLogger(__name__)
+
+
+def _wide_seen(major: int, minor: int) -> bool:
+    return major * 10 + minor >= 2 and major < 1000 and minor < 1000
+
+
+def _conv_tensors(model: DarkNet, cutoff: int) -> list[list[torch.Tensor]]:
+    """Per conv layer below `cutoff`, its tensors in Darknet file order."""
+    stop = len(model.module_defs) if cutoff < 0 else min(cutoff, len(model.module_defs))
+    out = []
+    for mdef, block in zip(model.module_defs[:stop], model.module_list[:stop]):
+        if mdef["type"] != "convolutional":
+            continue
+        conv = block.conv
+        if mdef.get("batch_normalize", 0):
+            if not hasattr(block, "bn"):
+                raise WeightsError("Darknet .weights need the unfused model (batch norm folded by fuse()); "
+                                   "load/save weights before calling fuse()")
+            bn = block.bn
+            out.append([bn.bias, bn.weight, bn.running_mean, bn.running_var, conv.weight])
+        else:
+            out.append([conv.bias, conv.weight])
+    return out
+
+
+def darknet_float_count(model: DarkNet, cutoff: int = -1) -> int:
+    """How many float32 a `.weights` file for this model (first `cutoff` layers) holds."""
+    return sum(t.numel() for ts in _conv_tensors(model, cutoff) for t in ts)
+
+
+def _mismatch_message(model: DarkNet, path: Path, have: int, need: int) -> str:
+    """Both counts and the likeliest cause, including the class count that would fit, if any."""
+    coef = 0  # floats per (5+nc) unit, summed over the predictor convs
+    for i in model.yolo_layers:
+        conv, yolo = model.module_list[i - 1].conv, model.module_list[i]
+        coef += yolo.na * (conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1] + 1)
+    base = need - coef * (5 + model.nc)
+    hint = ""
+    if coef and (have - base) % coef == 0 and (have - base) // coef > 5:
+        fit = (have - base) // coef - 5
+        hint = f" The file fits this cfg with classes={fit}: regenerate the cfg for that count."
+    cause = "a truncated download or a cfg with more layers" if have < need else "weights of another cfg"
+    return (f"{path}: holds {have:,} floats but {model.cfg_name} needs {need:,}; likely cause: wrong cfg, "
+            f"wrong class count (predictor filters) or {cause}.{hint}")
+
+
+def load_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1) -> dict[str, int]:
+    """Load Darknet weights into the first `cutoff` layers (-1: all); returns the header.
+
+    With cutoff -1 the file must hold exactly what the cfg needs; with a cutoff (e.g. 75 for
+    `darknet53.conv.74`) it must hold at least the floats of those layers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    with open(path, "rb") as f:
+        major, minor, revision = (int(v) for v in np.fromfile(f, dtype=np.int32, count=3))
+        seen = int(np.fromfile(f, dtype=np.int64 if _wide_seen(major, minor) else np.int32, count=1)[0])
+        data = np.fromfile(f, dtype=np.float32)
+    groups = _conv_tensors(model, cutoff)
+    need = sum(t.numel() for ts in groups for t in ts)
+    if (cutoff < 0 and data.size != need) or data.size < need:
+        raise WeightsError(_mismatch_message(model, path, data.size, need))
+    pos = 0
+    with torch.no_grad():
+        for tensors in groups:
+            for t in tensors:
+                n = t.numel()
+                t.copy_(torch.from_numpy(data[pos:pos + n].copy()).view_as(t))
+                pos += n
+    logger.info("loaded %s floats from %s into %d conv layers", f"{pos:,}", path.name, len(groups))
+    return {"major": major, "minor": minor, "revision": revision, "seen": seen}
+
+
+def save_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1,
+                         header: dict[str, Any] | None = None) -> None:
+    """Write Darknet weights (first `cutoff` layers); `header` from a load keeps the file byte-identical."""
+    header = header or {"major": 0, "minor": 2, "revision": 0, "seen": 0}
+    major, minor = int(header["major"]), int(header["minor"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.array([major, minor, int(header["revision"])], dtype=np.int32).tofile(f)
+            seen_type = np.int64 if _wide_seen(major, minor) else np.int32
+            np.array([int(header["seen"])], dtype=seen_type).tofile(f)
+            for tensors in _conv_tensors(model, cutoff):
+                for t in tensors:
+                    t.detach().cpu().float().numpy().astype(np.float32).tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
