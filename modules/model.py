@@ -116,6 +116,7 @@ class DarkNet(nn.Module):
             raise ConfigError(f"{source}:{self.module_defs[self.yolo_layers[0]]['_line']}: [yolo] sections "
                               f"disagree on classes ({sorted(classes)}); every head must use the same count")
         self.nc = classes.pop()
+        self.max_stride = max(m.stride for m in self.yolo_modules())  # inputs must be multiples of it
         self._init_predictor_biases()
         if verbose:
             self.info()
@@ -141,6 +142,10 @@ class DarkNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """x (bs, 3, H, W) in [0, 1]; H and W multiples of the largest stride (32 for yolov3)."""
+        stride = self.max_stride
+        if not torch.jit.is_tracing() and (x.shape[-2] % stride or x.shape[-1] % stride):
+            raise ValueError(f"input {tuple(x.shape[-2:])} (H, W): both must be a multiple of {stride} "
+                             f"for {self.cfg_name}; letterbox or resize to e.g. 416")
         outputs: list[torch.Tensor | None] = []
         heads = []
         for i, (mdef, module) in enumerate(zip(self.module_defs, self.module_list)):

@@ -29,7 +29,8 @@ class YOLOLayer(nn.Module):
         self, ny: int, nx: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cell offsets (1, 1, ny, nx, 2) and anchor sizes (1, na, 1, 1, 2) in pixels, cached."""
-        key = (ny, nx, device, dtype)
+        # inference-mode tensors cannot be saved for autograd later, so they get their own entry
+        key = (ny, nx, device, dtype, torch.is_inference_mode_enabled())
         if key not in self._grids:
             ys, xs = torch.meshgrid(
                 torch.arange(ny, device=device, dtype=dtype), torch.arange(nx, device=device, dtype=dtype),
@@ -49,11 +50,13 @@ class YOLOLayer(nn.Module):
         p = p.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()  # (bs, na, ny, nx, no)
         if self.training:
             return p
-        grid, anchor_wh = self._grid(ny, nx, p.device, p.dtype)
+        # decode in float32 at least: exp() of float16 logits overflows and pixel centres lose precision
+        q = p if p.dtype in (torch.float32, torch.float64) else p.float()
+        grid, anchor_wh = self._grid(ny, nx, q.device, q.dtype)
         s = self.scale_x_y
-        xy = (p[..., :2].sigmoid() * s - (s - 1) / 2 + grid) * self.stride  # (bs, na, ny, nx, 2) pixels
-        wh = p[..., 2:4].exp() * anchor_wh  # (bs, na, ny, nx, 2) pixels
-        rest = p[..., 4:].sigmoid()  # (bs, na, ny, nx, 1+nc)
+        xy = (q[..., :2].sigmoid() * s - (s - 1) / 2 + grid) * self.stride  # (bs, na, ny, nx, 2) pixels
+        wh = q[..., 2:4].exp() * anchor_wh  # (bs, na, ny, nx, 2) pixels
+        rest = q[..., 4:].sigmoid()  # (bs, na, ny, nx, 1+nc)
         io = torch.cat((xy, wh, rest), dim=-1).view(bs, -1, self.no)  # (bs, na*ny*nx, no)
         return io, p
 

@@ -71,7 +71,16 @@ def test_train_output_and_non_square(tiny):
     h = torch.exp(p[3]) * head.anchors[1, 1]
     idx = 1 * 60 + 5 * 10 + 9
     assert torch.allclose(pred[0, idx, 0], cx) and torch.allclose(pred[0, idx, 3], h)
-    assert (6, 10, torch.device("cpu"), torch.float32) in head._grids
+    assert (6, 10, torch.device("cpu"), torch.float32, False) in head._grids
+    info = tiny.info((192, 320))
+    assert abs(info["gflops"] - tiny.info(416)["gflops"] * 192 * 320 / 416**2) < 0.05
+
+
+def test_half_precision_raw_decodes_in_float32(tiny):
+    head = tiny.yolo_modules()[0].eval()
+    raw = torch.randn(1, 3 * 85, 2, 2).half()
+    pred, p = head(raw)
+    assert pred.dtype == torch.float32 and p.dtype == torch.float16
 
 
 def test_grid_cache_follows_dtype(tiny):
@@ -86,6 +95,22 @@ def test_grid_cache_follows_dtype(tiny):
         pred, _ = model64(torch.rand(1, 3, 64, 64, dtype=torch.float64))
     assert pred.dtype == torch.float64
     tiny.float()
+
+
+def test_inference_mode_then_grad_mode(tiny):
+    tiny.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        ref, _ = tiny(x)
+    pred, _ = tiny(x)  # grad mode after inference mode: cached grids must not break autograd
+    pred[..., 2].sum().backward()
+    assert torch.allclose(pred.detach(), ref)
+    tiny.zero_grad()
+
+
+def test_input_not_multiple_of_stride_is_explained(tiny):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        tiny(torch.rand(1, 3, 100, 64))
 
 
 def test_fuse_matches_unfused(repo_root):

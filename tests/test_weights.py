@@ -190,3 +190,17 @@ def test_official_tiny_weights_detect(repo_root, darknet_dir, tiny_weights, phot
     found = _detected_classes(pred, 0.5)
     for options in must:  # 16 dog, 1 bicycle, 2 car / 7 truck, 17 horse
         assert found & options, (photo, sorted(found))
+
+
+def test_load_model_errors(repo_root, tmp_path):
+    save_checkpoint({"model": {"x": torch.zeros(1)}}, tmp_path / "nocfg.pt")
+    with pytest.raises(WeightsError, match="no cfg_text; pass --cfg"):
+        load_model(tmp_path / "nocfg.pt")
+    save_checkpoint({"epoch": 3}, tmp_path / "nomodel.pt")
+    with pytest.raises(WeightsError, match="no 'model' or 'ema'"):
+        load_model(tmp_path / "nomodel.pt")
+    (tmp_path / "w.bin").write_bytes(b"x")
+    with pytest.raises(WeightsError, match="unknown weights format '.bin'"):
+        load_model(tmp_path / "w.bin", repo_root / "cfg" / "yolov3-tiny.cfg")
+    with pytest.raises(WeightsError, match="not found"):
+        load_model(tmp_path / "missing.pt")

@@ -1,0 +1,58 @@
+"""Rewrite a Darknet cfg for another class count (and anchors) without touching anything else.
+
+Classic cfg generators edited hard-coded line numbers and broke on any cfg but the one they were
+written for. This one parses the cfg to find each `[yolo]` and the conv feeding it, then edits
+only those values in place, keeping every other line, comment and spacing byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+
+from build_utils.errors import ConfigError
+from build_utils.parse_config import parse_model_cfg_text
+
+_VALUE_RE = r"^(\s*{key}\s*=\s*)([^#;]*?)(\s*(?:[#;].*)?)$"
+
+
+def _set_value(lines: list[str], lineno: int, key: str, value: str) -> None:
+    """Replace the value on 1-based `lineno`, keeping the key's spacing and any trailing comment."""
+    match = re.match(_VALUE_RE.format(key=re.escape(key)), lines[lineno - 1])
+    if match is None:  # the parser found the key on this line, so this cannot happen for valid input
+        raise ConfigError(f"<cfg>:{lineno}: cannot rewrite {key}= on this line")
+    lines[lineno - 1] = match.group(1) + value + match.group(3)
+
+
+def _format_anchors(anchors: list[tuple[int, int]]) -> str:
+    return ",  ".join(f"{int(w)},{int(h)}" for w, h in anchors)
+
+
+def rewrite_cfg_classes(text: str, classes: int, anchors: list[tuple[int, int]] | None = None,
+                        source: str = "<cfg>") -> str:
+    """Return `text` with every `[yolo]` set to `classes` (and `anchors`/`num` when given) and the
+    `filters` of the conv feeding it set to `(5+classes)*len(mask)`; the result is re-parsed."""
+    if classes < 1:
+        raise ConfigError(f"{source}: classes={classes}; expected at least 1")
+    sections = parse_model_cfg_text(text, source)
+    layers = sections[1:]
+    lines = text.splitlines(keepends=False)
+    inserts: list[tuple[int, str]] = []  # (after 1-based line, new line) for keys a section lacks
+    for i, mdef in enumerate(layers):
+        if mdef["type"] != "yolo":
+            continue
+        keys = mdef["_key_lines"]
+        updates = {"classes": str(classes)}
+        if anchors is not None:
+            updates.update(anchors=_format_anchors(anchors), num=str(len(anchors)))
+        for key, value in updates.items():
+            if key in keys:
+                _set_value(lines, keys[key], key, value)
+            else:
+                inserts.append((mdef["_line"], f"{key}={value}"))
+        pred = layers[i - 1]
+        _set_value(lines, pred["_key_lines"]["filters"], "filters", str((5 + classes) * len(mdef["mask"])))
+    for after, new_line in sorted(inserts, reverse=True):
+        lines.insert(after, new_line)
+    out = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+    parse_model_cfg_text(out, source)  # e.g. a mask past the new anchors is reported here
+    return out

@@ -1,0 +1,51 @@
+"""The one image decoder: every loader (datasets, predict, tests) reads pixels through `read_image`.
+
+Having one decoder means EXIF orientation, grayscale and alpha handling and the RGB channel order
+are decided once; the classic ports mixed BGR (cv2) and RGB (PIL) and silently trained on
+sideways phone photos.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from build_utils.errors import DatasetError
+
+LOGGER = logging.getLogger(__name__)
+
+IMG_FORMATS = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when the suffix (any case) is an image type the loaders accept."""
+    return Path(path).suffix.lower() in IMG_FORMATS
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode `path` into an (H, W, 3) uint8 RGB array, EXIF orientation applied.
+
+    Grayscale and 4-channel images become 3-channel (IMREAD_COLOR drops alpha and replicates
+    gray). Bytes are read by numpy and decoded by `cv2.imdecode`, so non-ASCII paths work on
+    every platform. Raises `DatasetError` naming the file when it is missing, empty or undecodable.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the file ({err.strerror}); check the path") from None
+    if data.size == 0:
+        raise DatasetError(f"{path}: the file is empty (0 bytes); remove it or re-export the image")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied by OpenCV
+    if img is None:
+        raise DatasetError(f"{path}: not a decodable image; remove it or re-export it as JPEG/PNG")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # (H, W, 3) RGB
+
+
+def image_size_hw(path: str | Path) -> tuple[int, int]:
+    """Original (h, w) of an image as `read_image` would return it (after EXIF rotation)."""
+    img = read_image(path)
+    return int(img.shape[0]), int(img.shape[1])
