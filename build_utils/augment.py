@@ -108,6 +108,19 @@ def box_candidates(before: np.ndarray, after: np.ndarray, wh_thr: float = 2, ar_
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + 1e-16) > area_thr) & (ar < ar_thr)
 
 
+def _shift_crop(img: np.ndarray, dx: int, dy: int, out_shape: tuple[int, int]) -> np.ndarray:
+    """What warpAffine does for an integer translation, as a copy: (oh, ow, 3) with grey fill."""
+    oh, ow = out_shape
+    if dx == 0 and dy == 0 and img.shape[:2] == (oh, ow):
+        return img
+    out = np.full((oh, ow, img.shape[2]), GREY[0], dtype=img.dtype)
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = max(dx, 0), max(dy, 0), min(w + dx, ow), min(h + dy, oh)  # output window
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = img[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    return out
+
+
 def random_affine(
     img: np.ndarray,
     labels: np.ndarray,
@@ -128,8 +141,9 @@ def random_affine(
     rng = rng if rng is not None else np.random.default_rng()
     out_shape = out_shape or img.shape[:2]
     matrix = affine_matrix(img.shape[:2], out_shape, degrees, translate, scale, shear, rng)
-    identity = np.allclose(matrix, [[1, 0, 0], [0, 1, 0]]) and out_shape == img.shape[:2]
-    if not identity:
+    if np.allclose(matrix[:, :2], np.eye(2)) and np.allclose(matrix[:, 2], np.round(matrix[:, 2])):
+        img = _shift_crop(img, int(round(matrix[0, 2])), int(round(matrix[1, 2])), out_shape)
+    else:
         img = cv2.warpAffine(img, matrix, dsize=(out_shape[1], out_shape[0]), flags=cv2.INTER_LINEAR,
                              borderValue=GREY)
     if len(labels) == 0:
@@ -174,11 +188,11 @@ def flip_lr(img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Mirror left-right; `labels` (n, 5) `[class, cx, cy, w, h]` normalised (a new array)."""
     labels = labels.copy()
     labels[:, 1] = 1 - labels[:, 1]
-    return np.ascontiguousarray(img[:, ::-1]), labels
+    return cv2.flip(img, 1), labels
 
 
 def flip_ud(img: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror up-down; `labels` (n, 5) `[class, cx, cy, w, h]` normalised (a new array)."""
     labels = labels.copy()
     labels[:, 2] = 1 - labels[:, 2]
-    return np.ascontiguousarray(img[::-1]), labels
+    return cv2.flip(img, 0), labels

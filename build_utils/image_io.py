@@ -32,7 +32,25 @@ def read_image(path: str | Path) -> np.ndarray:
     gray). Bytes are read by numpy and decoded by `cv2.imdecode`, so non-ASCII paths work on
     every platform. Raises `DatasetError` naming the file when it is missing, empty or undecodable.
     """
-    path = Path(path)
+    return cv2.cvtColor(_decode_bgr(Path(path)), cv2.COLOR_BGR2RGB)  # (H, W, 3) RGB
+
+
+def read_image_resized(path: str | Path, long_side: int, area_when_shrinking: bool = True) -> np.ndarray:
+    """`read_image` then resize so the long side is `long_side`: (h, w, 3) uint8 RGB.
+
+    The colour conversion runs after the resize (on fewer pixels): same result, less work in the
+    loader's hottest function. Area interpolation when shrinking (if asked), linear otherwise.
+    """
+    img = _decode_bgr(Path(path))
+    h0, w0 = img.shape[:2]
+    r = long_side / max(h0, w0)
+    if r != 1:
+        interp = cv2.INTER_AREA if r < 1 and area_when_shrinking else cv2.INTER_LINEAR
+        img = cv2.resize(img, (max(1, round(w0 * r)), max(1, round(h0 * r))), interpolation=interp)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _decode_bgr(path: Path) -> np.ndarray:
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
@@ -42,7 +60,7 @@ def read_image(path: str | Path) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied by OpenCV
     if img is None:
         raise DatasetError(f"{path}: not a decodable image; remove it or re-export it as JPEG/PNG")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # (H, W, 3) RGB
+    return img  # (H, W, 3) BGR
 
 
 def image_size_hw(path: str | Path) -> tuple[int, int]:

@@ -1,0 +1,64 @@
+"""Which images a dataset path means, and where each image's label file is.
+
+A dataset path is a `.txt` list (one image per line; relative entries are resolved against the
+list's own folder, so a dataset folder can be moved as a whole), a folder (searched recursively),
+a glob pattern, or a Python list of any of these.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from build_utils.errors import DatasetError
+from build_utils.image_io import is_image_file
+
+
+def _from_list_file(list_path: Path) -> list[str]:
+    root = list_path.parent
+    out = []
+    for line in list_path.read_text(encoding="utf-8").splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        p = Path(entry)
+        out.append(str(p if p.is_absolute() else (root / p)))
+    return out
+
+
+def _expand_one(path: str | Path) -> list[str]:
+    text = str(path)
+    p = Path(text)
+    if p.is_dir():
+        return sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
+    if p.is_file() and p.suffix.lower() == ".txt":
+        return [f for f in _from_list_file(p) if is_image_file(f)]
+    if p.is_file() and is_image_file(p):
+        return [text]
+    if any(ch in text for ch in "*?["):
+        return sorted(f for f in glob.glob(text, recursive=True) if is_image_file(f))
+    raise DatasetError(
+        f"{text}: no such file or folder; pass a .txt list of images, a folder of images or a glob"
+    )
+
+
+def list_image_files(path: str | Path | list[str | Path]) -> list[str]:
+    """Image paths (normalised, duplicates removed, order kept) that `path` refers to."""
+    sources = path if isinstance(path, (list, tuple)) else [path]
+    files: list[str] = []
+    for source in sources:
+        files.extend(os.path.normpath(f) for f in _expand_one(source))
+    return list(dict.fromkeys(files))
+
+
+def img2label_path(img_path: str) -> str:
+    """The label file: the last `/images/` component replaced by `/labels/`, suffix `.txt`.
+
+    Without an `images` folder in the path the label sits beside the image.
+    """
+    sep = os.sep
+    marker = f"{sep}images{sep}"
+    head, found, tail = img_path.rpartition(marker)
+    base = f"{head}{sep}labels{sep}{tail}" if found else img_path
+    return os.path.splitext(base)[0] + ".txt"

@@ -1,0 +1,251 @@
+"""Inference inputs: one image, a folder (recursive), a glob, a `.txt` list, a video file or a camera.
+
+`resolve_source` turns the user's `--source` into a list of files (or a camera index) once, so
+bad paths fail before any model work. `FramePrefetcher` then decodes in a background thread into
+a bounded queue: OpenCV releases the GIL while decoding, so the next images are ready while the
+model runs on the current ones, and the bound keeps memory flat on long videos. A file that
+cannot be decoded is logged and listed in `skipped`; it never stops a folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from build_utils.errors import DatasetError
+from build_utils.image_io import read_image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm", ".asf"})
+_GLOB_CHARS = set("*?[")
+_DONE = object()  # end-of-stream marker in the prefetch queue
+
+
+@dataclass
+class SourceSpec:
+    """What `--source` named: `files` with their output paths relative to `root`, or a `camera` index."""
+
+    files: list[Path] = field(default_factory=list)
+    root: Path | None = None
+    camera: int | None = None
+    ignored: list[Path] = field(default_factory=list)  # files in a folder that are neither image nor video
+
+    def rel(self, path: Path) -> Path:
+        """Output path of `path` below the run folder: subfolders of the source root are kept."""
+        if self.root is None:
+            return Path(path.name)
+        return path.relative_to(self.root)
+
+
+@dataclass
+class Frame:
+    """One decoded input. `img` is (H, W, 3) uint8 RGB; `extra` holds what a `transform` returned."""
+
+    path: Path
+    rel: Path
+    index: int  # 1-based position of the file in the source
+    total: int  # number of files (0 for a camera)
+    img: np.ndarray
+    kind: str  # "image", "video" or "camera"
+    frame: int = 0  # 1-based frame number inside a video or camera stream
+    frames: int = 0  # frames in the video (0 when unknown)
+    fps: float = 0.0
+    extra: Any = None
+    decode_s: float = 0.0  # seconds spent decoding and transforming this frame (prefetch thread)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _common_root(files: list[Path]) -> Path | None:
+    if not files:
+        return None
+    if len(files) == 1:
+        return files[0].parent
+    return Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
+
+
+def _from_list_file(path: Path) -> list[Path]:
+    """A `.txt` list: one path per line, relative to the list's folder (else the working directory)."""
+    files = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        candidate = Path(line)
+        if not candidate.is_absolute() and (path.parent / candidate).exists():
+            candidate = path.parent / candidate
+        files.append(candidate)
+    return files
+
+
+def resolve_source(source: str | Path) -> SourceSpec:
+    """Turn `--source` into a `SourceSpec`; raises `DatasetError` when it names nothing usable."""
+    text = str(source).strip()
+    if text.isdigit():
+        return SourceSpec(camera=int(text))
+    path = Path(text)
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file())
+        usable = [p for p in found if is_image(p) or is_video(p)]
+        ignored = [p for p in found if p not in set(usable)]
+        spec = SourceSpec(files=usable, root=path, ignored=ignored)
+    elif path.is_file() and path.suffix.lower() == ".txt":
+        files = [p.resolve() for p in _from_list_file(path)]
+        spec = SourceSpec(files=files, root=_common_root(files))
+    elif path.is_file():
+        spec = SourceSpec(files=[path], root=None)
+    elif _GLOB_CHARS & set(text):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        spec = SourceSpec(files=files, root=_common_root(files))
+        spec.files = [f.resolve() for f in files]
+    else:
+        raise DatasetError(f"--source {text}: no such file, folder, glob or camera index; "
+                           "pass an image, a video, a folder, a glob such as 'imgs/*.jpg', a .txt list or 0")
+    for p in spec.ignored:
+        logger.warning("skipped %s: not an image or video (unknown suffix %r)", p, p.suffix)
+    if not spec.files:
+        raise DatasetError(f"--source {text}: found no images or videos there")
+    return spec
+
+
+class FramePrefetcher:
+    """Iterate over the frames of a `SourceSpec`, decoded by a background thread.
+
+    `transform(img_rgb) -> extra` also runs in that thread (e.g. letterboxing), so the consumer
+    only stacks ready arrays. `maxsize` bounds the frames held in memory. Files that fail to
+    decode are logged and appended to `skipped` as `(path, reason)`.
+    """
+
+    def __init__(self, spec: SourceSpec, transform: Callable[[np.ndarray], Any] | None = None,
+                 maxsize: int = 16) -> None:
+        self.spec = spec
+        self.transform = transform
+        self.skipped: list[tuple[Path, str]] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        return len(self.spec.files)
+
+    def _put(self, item: Any) -> bool:
+        """Put unless the consumer has gone; returns False when the producer should stop."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _skip(self, path: Path, reason: str) -> None:
+        logger.warning("skipped %s: %s", path, reason)
+        self.skipped.append((path, reason))
+
+    def _frame(self, t0: float, **kwargs: Any) -> Frame:
+        frame = Frame(**kwargs)
+        if self.transform is not None:
+            frame.extra = self.transform(frame.img)
+        frame.decode_s = time.perf_counter() - t0
+        return frame
+
+    def _video_frames(self, cap: cv2.VideoCapture, path: Path, index: int, kind: str) -> bool:
+        """Put every frame of an opened capture; returns False when the consumer has gone."""
+        total, rel = len(self.spec.files), self.spec.rel(path) if kind == "video" else Path(path.name)
+        frames = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        n = 0
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                n += 1
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                frame = self._frame(t0, path=path, rel=rel, index=index, total=total, img=rgb, kind=kind,
+                                    frame=n, frames=frames, fps=fps)
+                if not self._put(frame):
+                    return False
+        finally:
+            cap.release()
+        if n == 0 and kind == "video":
+            self._skip(path, "no frame could be decoded (corrupt or unsupported video)")
+        return True
+
+    def _produce(self) -> None:
+        try:
+            if self.spec.camera is not None:
+                cap = cv2.VideoCapture(self.spec.camera)
+                if not cap.isOpened():
+                    self._skip(Path(f"camera{self.spec.camera}"), "cannot open this camera index")
+                else:
+                    self._video_frames(cap, Path(f"camera{self.spec.camera}.mp4"), 1, "camera")
+                return
+            total = len(self.spec.files)
+            for index, path in enumerate(self.spec.files, 1):
+                if self._stop.is_set():
+                    return
+                if is_video(path):
+                    cap = cv2.VideoCapture(str(path))
+                    if not cap.isOpened():
+                        self._skip(path, "cannot open this video")
+                    elif not self._video_frames(cap, path, index, "video"):
+                        return
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    img = read_image(path)
+                except DatasetError as err:
+                    self._skip(path, str(err))
+                    continue
+                if not self._put(self._frame(t0, path=path, rel=self.spec.rel(path), index=index, total=total,
+                                             img=img, kind="image")):
+                    return
+        except BaseException as err:  # surface producer bugs in the consumer instead of hanging it
+            self._put(err)
+        finally:
+            self._put(_DONE)
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._produce, name="frame-prefetch", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the producer (e.g. the consumer stopped early) and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        while not self._queue.empty():
+            self._queue.get_nowait()

@@ -1,0 +1,82 @@
+"""Anchors for your dataset at an image size; optionally written into a cfg.
+
+    python data/scripts/kmeans_anchors.py --data data/shapes/shapes.data --img-size 416
+    python data/scripts/kmeans_anchors.py --data my.data --img-size 416 \
+        --cfg cfg/my.cfg --out cfg/my-anchors.cfg
+
+Prints the anchors (w,h pairs in input pixels, smallest first), the best possible recall (share
+of labels within a 4x width/height ratio of some anchor) and the mean best IoU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from build_utils.cfg_edit import rewrite_cfg_classes
+from build_utils.cli import run_cli, setup_logging
+from build_utils.datasets import LoadImagesAndLabels
+from build_utils.errors import ConfigError, DatasetError, UserError
+from build_utils.kmeans_anchors import anchor_metrics, kmeans_iou, label_wh_pixels, refine_anchors
+from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text
+
+LOGGER = logging.getLogger("kmeans_anchors")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="k-means anchors for a dataset (optionally into a cfg).")
+    parser.add_argument("--data", help=".data file (its train= images are used)")
+    parser.add_argument("--path", help="images instead of --data: a folder, .txt list or glob")
+    parser.add_argument("--img-size", type=int, default=416, help="network input size (default 416)")
+    parser.add_argument("--n", type=int, default=9, help="number of anchors (default 9)")
+    parser.add_argument("--refine", type=int, default=300, help="refinement generations (0 = k-means only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cfg", help="cfg to write the anchors into (with --out)")
+    parser.add_argument("--out", help="where to write the cfg with the new anchors")
+    parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
+                        help="allow --out to replace an existing file")
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
+    return parser
+
+
+def main(args: argparse.Namespace) -> list[tuple[int, int]]:
+    setup_logging(args.verbose)
+    if bool(args.data) == bool(args.path):
+        raise UserError("pass exactly one of --data or --path")
+    if bool(args.cfg) != bool(args.out):
+        raise UserError("--cfg and --out go together (the cfg to edit and where to write it)")
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise UserError(f"{args.out}: exists; pass --overwrite or another --out")
+    nc, path = None, args.path
+    if args.data:
+        data = parse_data_cfg(args.data)
+        nc, path = data["classes"], data["train"]
+    ds = LoadImagesAndLabels(path, img_size=args.img_size, nc=nc)
+    wh = label_wh_pixels(ds.labels, ds.image_shapes, args.img_size)
+    if len(wh) < args.n:
+        raise DatasetError(f"{path}: {len(wh)} usable boxes, too few for {args.n} anchors")
+    rng = np.random.default_rng(args.seed)
+    anchors = kmeans_iou(wh, args.n, rng=rng)
+    if args.refine:
+        anchors = refine_anchors(wh, anchors, args.refine, rng)
+    result = [(max(1, int(round(w))), max(1, int(round(h)))) for w, h in anchors]
+    m = anchor_metrics(wh, np.array(result, dtype=np.float64))
+    LOGGER.info("anchors @%d: %s", args.img_size, ",  ".join(f"{w},{h}" for w, h in result))
+    LOGGER.info("%d boxes: best possible recall %.4f, mean best IoU %.4f", len(wh), m["bpr"], m["mean_iou"])
+    if args.cfg:
+        text = Path(args.cfg).read_text(encoding="utf-8")
+        yolo = [s for s in parse_model_cfg_text(text, args.cfg) if s["type"] == "yolo"]
+        if not yolo:
+            raise ConfigError(f"{args.cfg}:1: no [yolo] section to write anchors into")
+        out = rewrite_cfg_classes(text, int(yolo[0]["classes"]), anchors=result, source=args.cfg)
+        Path(args.out).write_text(out, encoding="utf-8")
+        LOGGER.info("wrote %s", args.out)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser().parse_args()))

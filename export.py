@@ -1,0 +1,121 @@
+"""Export a model to ONNX or TorchScript (checked against PyTorch), or convert .weights <-> .pt.
+
+    python export.py --weights weights/best.pt --format onnx --img-size 416
+    python export.py --weights weights/yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg --format pt
+    python export.py --weights weights/best.pt --format darknet        # -> weights/best.weights
+
+ONNX/TorchScript graphs take `images` (bs, 3, S, S) float RGB in [0, 1] and return `output`
+(bs, N, 5+nc) = cx, cy, w, h in input pixels, objectness, class probabilities (run NMS after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from build_utils.cli import run_cli, setup_logging
+from build_utils.errors import UserError
+from build_utils.parse_config import load_class_names
+from build_utils.torch_utils import select_device
+from modules import export_utils
+from modules.loading import load_model
+
+logger = logging.getLogger("export")
+REPO = Path(__file__).resolve().parent
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "darknet": ".weights", "pt": ".pt"}
+TOLERANCE = 1e-4  # max |exported - PyTorch| in float32, boxes in units of the input size
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="a .pt checkpoint, or Darknet .weights with --cfg")
+    parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
+    parser.add_argument("--format", required=True, choices=sorted(SUFFIXES), help="what to write")
+    parser.add_argument("--out", default=None,
+                        help="output file (default: --weights with the format's suffix)")
+    parser.add_argument("--names", default=None,
+                        help="class names for --format pt (default: the .pt's, else data/coco.names when "
+                             "the model has 80 classes, else the class indices)")
+    parser.add_argument("--img-size", type=int, default=416, help="square input size of the exported graph")
+    parser.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=False,
+                        help="ONNX: variable batch size (height and width stay --img-size)")
+    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=False,
+                        help="float16 ONNX/TorchScript (needs a CUDA --device)")
+    parser.add_argument("--device", default="cpu", help="'cpu' or a GPU index such as '0'")
+    parser.add_argument("--verify-image", default=None,
+                        help="photo for the numerical check against PyTorch (default: seeded noise)")
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="debug logging")
+    return parser
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    out = Path(args.out) if args.out else Path(args.weights).with_suffix(SUFFIXES[args.format])
+    if out.resolve() == Path(args.weights).resolve():
+        raise UserError(f"{out}: the output would overwrite --weights; pass --out with another file name")
+    return out
+
+
+def class_names_for(args: argparse.Namespace, names: list[str] | None, nc: int) -> list[str]:
+    if args.names:
+        return load_class_names(args.names)
+    if names is not None:
+        return names
+    if nc == 80 and (REPO / "data" / "coco.names").is_file():
+        logger.info("class names: data/coco.names (80 classes; pass --names to override)")
+        return load_class_names(REPO / "data" / "coco.names")
+    logger.warning("no class names known: storing the class indices; pass --names for real names")
+    return [str(i) for i in range(nc)]
+
+
+def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
+    """Write ONNX/TorchScript; returns its max abs difference from PyTorch on the check image
+    (raw, and with boxes in units of the input size, which must stay under TOLERANCE)."""
+    device = select_device(args.device)
+    if args.half and device.type != "cuda":
+        raise UserError("--half: float16 export needs a CUDA device (--device 0); on CPU export float32")
+    model, _ = load_model(args.weights, args.cfg, device, fuse=True)
+    if args.img_size % model.max_stride:
+        raise UserError(f"--img-size {args.img_size}: must be a multiple of {model.max_stride}")
+    x = export_utils.example_input(args.img_size, args.verify_image).to(device)
+    if args.half:
+        model, x = model.half(), x.half()
+    if args.format == "onnx":
+        export_utils.export_onnx(model, x, out, dynamic=args.dynamic)
+        got = export_utils.onnx_outputs(out, x)
+    else:
+        if args.dynamic:
+            logger.warning("--dynamic applies to ONNX only; the TorchScript trace has a fixed shape")
+        export_utils.export_torchscript(model, x, out)
+        got = export_utils.torchscript_outputs(out, x)
+    raw, norm = export_utils.max_abs_diff(got, export_utils.reference_output(model, x), args.img_size)
+    tolerance = TOLERANCE if not args.half else 1e-2
+    logger.info("%s vs PyTorch on %s: max abs difference %.2e (boxes in pixels), %.2e (boxes / img-size; "
+                "tolerance %.0e)", out.name, args.verify_image or "seeded noise", raw, norm, tolerance)
+    if norm > tolerance:
+        raise RuntimeError(f"{out}: exported outputs differ from PyTorch by {norm:.3e} (> {tolerance:.0e})")
+    return raw, norm
+
+
+def main(args: argparse.Namespace) -> Path:
+    setup_logging(args.verbose)
+    out = output_path(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format in ("onnx", "torchscript"):
+        export_graph(args, out)
+    else:
+        model, names, header = export_utils.load_for_conversion(args.weights, args.cfg)
+        if args.format == "pt":
+            names = class_names_for(args, names, model.nc)
+            export_utils.save_as_checkpoint(model, names, out, vars(args), header)
+        else:
+            export_utils.save_as_darknet(model, out, header)
+    logger.info("saved %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser().parse_args()))

@@ -1,0 +1,122 @@
+"""Run a detector on images, folders, globs, .txt lists, videos or a camera; save annotated results.
+
+    python predict.py --weights weights/best.pt --source data/images
+    python predict.py --weights weights/yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg \\
+        --names data/coco.names --source clip.mp4 --img-size 416 --save-txt
+
+Results go to runs/predict/expN: annotated images under their own names (subfolders kept),
+videos as .mp4, labels/*.txt (`--save-txt`) and predictions.json (`--save-json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from build_utils.cli import run_cli, setup_logging
+from build_utils.errors import UserError
+from build_utils.parse_config import load_class_names
+from build_utils.run_dir import increment_path
+from build_utils.sources import resolve_source
+from build_utils.torch_utils import select_device
+from modules.loading import load_model
+from train_val_utils.detections_io import ResultWriter
+from train_val_utils.predictor import PredictOptions, PredictStats, run_predict
+
+logger = logging.getLogger("predict")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="a .pt checkpoint, or Darknet .weights with --cfg")
+    parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
+    parser.add_argument("--names", default=None,
+                        help="class-name file, one per line (default: the .pt's names, else class indices)")
+    parser.add_argument("--source", required=True,
+                        help="an image, a folder (searched recursively), a glob, a .txt list, a video "
+                             "or a camera index such as 0")
+    parser.add_argument("--img-size", type=int, default=512, help="inference size in pixels (longest side)")
+    parser.add_argument("--conf-thres", type=float, default=0.25, help="minimum score (objectness x class)")
+    parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
+    parser.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=False,
+                        help="suppress overlapping boxes across classes")
+    parser.add_argument("--max-det", type=int, default=300, help="at most this many detections per image")
+    parser.add_argument("--device", default="", help="'cpu', a GPU index such as '0', or '' for auto")
+    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=False,
+                        help="float16 inference (CUDA only; on CPU a warning says so and float32 runs)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="frames per forward (consecutive frames of the same letterboxed shape)")
+    parser.add_argument("--save-txt", action=argparse.BooleanOptionalAction, default=False,
+                        help="write labels/<name>.txt: 'class cx cy w h conf' normalised, one file per image")
+    parser.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=False,
+                        help="write predictions.json: COCO-style detections with file names")
+    parser.add_argument("--nosave", action=argparse.BooleanOptionalAction, default=False,
+                        help="do not save annotated images or videos")
+    parser.add_argument("--line-thickness", type=int, default=None, help="box line width (default: by size)")
+    parser.add_argument("--project", default="runs/predict", help="results go to project/name")
+    parser.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... when it exists)")
+    parser.add_argument("--exist-ok", action=argparse.BooleanOptionalAction, default=False,
+                        help="reuse project/name instead of numbering a new folder")
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="debug logging")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.img_size < 32:
+        raise UserError(f"--img-size {args.img_size}: expected at least 32 (e.g. 416 or 512)")
+    if args.batch_size < 1 or args.max_det < 1:
+        raise UserError("--batch-size and --max-det must be at least 1")
+    if not (0 <= args.conf_thres <= 1 and 0 <= args.iou_thres <= 1):
+        raise UserError("--conf-thres and --iou-thres must lie in [0, 1]")
+
+
+def main(args: argparse.Namespace) -> PredictStats:
+    setup_logging(args.verbose)
+    check_args(args)
+    device = select_device(args.device)
+    half = args.half and device.type == "cuda"
+    if args.half and not half:
+        logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
+    spec = resolve_source(args.source)
+    model, names = load_model(args.weights, args.cfg, device, fuse=True)
+    if args.names:
+        names = load_class_names(args.names)
+    if names is not None and len(names) != model.nc:
+        raise UserError(f"{args.names or args.weights}: {len(names)} class names but the model has "
+                        f"{model.nc} classes; pass the names file the model was trained with")
+    if names is None:
+        logger.info("no class names (Darknet weights without --names): labels show class indices; "
+                    "pass --names data/coco.names for COCO weights")
+    model = model.half() if half else model
+    model = model.to(memory_format=torch.channels_last)
+    stride = int(model.max_stride)
+    img_size = max(stride, -(-args.img_size // stride) * stride)
+    if img_size != args.img_size:
+        logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
+    save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok)
+    opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
+                          args.max_det, half, args.batch_size)
+    writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
+                          save_json=args.save_json, line_thickness=args.line_thickness)
+    stats = run_predict(model, names, spec, save_dir, opts, device, writer)
+    n = max(stats.images, 1)
+    logger.info("Speed: %.1fms decode+letterbox, %.1fms forward, %.1fms NMS, %.1fms draw+write per image "
+                "at %d (decode and write overlap in their own threads); %d images in %.1fs (%.1f images/s)",
+                1000 * stats.decode_s / n, 1000 * stats.forward_s / n, 1000 * stats.nms_s / n,
+                1000 * stats.write_s / n, img_size, stats.images, stats.wall_s,
+                stats.images / max(stats.wall_s, 1e-9))
+    if stats.skipped:
+        skipped = ", ".join(str(p) for p, _ in stats.skipped)
+        logger.warning("%d file(s) skipped: %s", len(stats.skipped), skipped)
+    logger.info("Results saved to %s", save_dir)
+    return stats
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser().parse_args()))

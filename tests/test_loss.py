@@ -1,0 +1,260 @@
+"""Loss: IoU variants and focal loss against hand-computed values, target assignment on a real
+yolov3-tiny, and compute_loss behaviour (keys, nc == 1, AMP dtypes, learning on shapes images)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from build_utils.cfg_edit import rewrite_cfg_classes
+from build_utils.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
+from modules.model import DarkNet
+from train_val_utils.hyp import load_hyp, scale_loss_gains
+from train_val_utils.iou import bbox_iou, bbox_iou_xyxy, wh_iou
+from train_val_utils.loss import FocalLoss, build_targets, compute_loss, smooth_BCE
+
+# ---------------------------------------------------------------- IoU variants, by hand
+
+
+def _xyxy(*rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_iou_kinds_overlapping_squares():
+    a, b = _xyxy([0, 0, 2, 2]), _xyxy([1, 1, 3, 3])  # inter 1, union 7, hull 3x3, centres 1 apart in x and y
+    assert bbox_iou_xyxy(a, b, "iou").item() == pytest.approx(1 / 7)
+    assert bbox_iou_xyxy(a, b, "giou").item() == pytest.approx(1 / 7 - 2 / 9)
+    assert bbox_iou_xyxy(a, b, "diou").item() == pytest.approx(1 / 7 - 2 / 18)
+    assert bbox_iou_xyxy(a, b, "ciou").item() == pytest.approx(1 / 7 - 2 / 18)  # same aspect: v = 0
+
+
+def test_ciou_aspect_penalty():
+    a, b = _xyxy([0, 0, 2, 2]), _xyxy([0, 0, 4, 2])  # iou 0.5, hull diag^2 20, centre dist^2 1
+    v = 4 / math.pi**2 * (math.atan(2) - math.atan(1)) ** 2
+    alpha = v / (1 - 0.5 + v)
+    assert bbox_iou_xyxy(a, b, "ciou").item() == pytest.approx(0.5 - (1 / 20 + alpha * v))
+    assert bbox_iou_xyxy(a, b, "diou").item() == pytest.approx(0.5 - 1 / 20)
+
+
+def test_disjoint_boxes_and_xywh_form():
+    a, b = _xyxy([0, 0, 1, 1]), _xyxy([2, 0, 3, 1])
+    assert bbox_iou_xyxy(a, b, "iou").item() == 0
+    assert bbox_iou_xyxy(a, b, "giou").item() == pytest.approx(-1 / 3)
+    assert bbox_iou_xyxy(a, b, "diou").item() == pytest.approx(-4 / 10)  # centres 2 apart, hull diag^2 10
+    a_xywh, b_xywh = _xyxy([0.5, 0.5, 1, 1]), _xyxy([2.5, 0.5, 1, 1])
+    for kind in ("iou", "giou", "diou", "ciou"):
+        assert bbox_iou(a_xywh, b_xywh, kind).item() == pytest.approx(bbox_iou_xyxy(a, b, kind).item())
+    with pytest.raises(ValueError, match="IoU kind"):
+        bbox_iou(a_xywh, b_xywh, "dice")
+
+
+def test_iou_row_aligned_and_inputs_untouched():
+    a = torch.tensor([[0.0, 0, 2, 2], [0, 0, 1, 1]])
+    b = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2]])
+    a0 = a.clone()
+    out = bbox_iou_xyxy(a, b, "giou")
+    assert out.shape == (2,)
+    assert out.tolist() == pytest.approx([1.0, 0.25])
+    assert torch.equal(a, a0)
+
+
+def test_wh_iou():
+    out = wh_iou(torch.tensor([[2.0, 2.0], [4.0, 1.0]]), torch.tensor([[2.0, 2.0], [1.0, 1.0], [4.0, 2.0]]))
+    assert out.shape == (2, 3)
+    expected = [[1.0, 0.25, 0.5], [2 / 6, 0.25, 0.5]]
+    assert out.tolist() == [pytest.approx(r) for r in expected]
+
+
+# ---------------------------------------------------------------- focal loss, smoothing
+
+
+def test_focal_loss_matches_formula():
+    x = torch.tensor([-2.0, 0.5, 3.0, 0.0])
+    y = torch.tensor([0.0, 1.0, 1.0, 0.3])
+    gamma, alpha = 2.0, 0.25
+    fl = FocalLoss(nn.BCEWithLogitsLoss(), gamma=gamma, alpha=alpha)
+    expected = []
+    for xi, yi in zip(x.tolist(), y.tolist()):
+        p = 1 / (1 + math.exp(-xi))
+        bce = -(yi * math.log(p) + (1 - yi) * math.log(1 - p))
+        p_t = yi * p + (1 - yi) * (1 - p)
+        a_t = yi * alpha + (1 - yi) * (1 - alpha)
+        expected.append(bce * a_t * (1 - p_t) ** gamma)
+    assert fl(x, y).item() == pytest.approx(sum(expected) / 4, rel=1e-6)
+    fl_sum = FocalLoss(nn.BCEWithLogitsLoss(reduction="sum"), gamma=gamma, alpha=alpha)
+    assert fl_sum(x, y).item() == pytest.approx(sum(expected), rel=1e-6)
+
+
+def test_smooth_bce():
+    assert smooth_BCE(0.0) == (1.0, 0.0)
+    assert smooth_BCE(0.1) == pytest.approx((0.95, 0.05))
+
+
+# ---------------------------------------------------------------- build_targets on yolov3-tiny
+
+
+@pytest.fixture(scope="module")
+def tiny(repo_root) -> DarkNet:
+    torch.manual_seed(0)
+    return DarkNet(repo_root / "cfg" / "yolov3-tiny.cfg").train()
+
+
+def _fake_preds(model: DarkNet, bs: int, size: int) -> list[torch.Tensor]:
+    return [torch.zeros(bs, y.na, size // y.stride, size // y.stride, y.no) for y in model.yolo_modules()]
+
+
+def test_build_targets_crafted(tiny):
+    # tiny @320: layer 0 stride 32 (10x10), anchors (81,82) (135,169) (344,319);
+    #            layer 1 stride 16 (20x20), anchors (23,27) (37,58) (81,82).
+    targets = torch.tensor([
+        [0, 2, 0.53, 0.37, 81 / 320, 82 / 320],  # exactly anchor (81,82)
+        [1, 7, 1.00, 0.00, 0.30, 0.30],  # centre on the right edge: stays in the last column
+        [1, 3, 0.50, 0.50, 0.01, 0.01],  # too small for every anchor: matched nowhere
+    ])
+    tcls, tbox, indices, anchors = build_targets(_fake_preds(tiny, 2, 320), targets, tiny, iou_t=0.2)
+    # layer 0, wh-IoUs: target 0 -> 1.00, 0.29, 0.06; target 1 (96x96 px) -> 0.72, 0.40, 0.08
+    b, a, gj, gi = indices[0]
+    rows = sorted(zip(b.tolist(), a.tolist(), gj.tolist(), gi.tolist(), tcls[0].tolist()))
+    assert rows == [(0, 0, 3, 5, 2), (0, 1, 3, 5, 2), (1, 0, 0, 9, 7), (1, 1, 0, 9, 7)]
+    first = (b == 0) & (a == 0)
+    assert tbox[0][first][0].tolist() == pytest.approx([0.3, 0.7, 81 / 32, 82 / 32], abs=1e-5)
+    assert anchors[0][first][0].tolist() == pytest.approx([81 / 32, 82 / 32])
+    edge = (b == 1) & (a == 0)
+    assert tbox[0][edge][0].tolist() == pytest.approx([1.0, 0.0, 3.0, 3.0], abs=1e-5)
+    # layer 1, wh-IoUs: target 0 -> 0.09, 0.32, 1.00; target 1 -> 0.07, 0.23, 0.72
+    b, a, gj, gi = indices[1]
+    rows = sorted(zip(b.tolist(), a.tolist(), gj.tolist(), gi.tolist()))
+    assert rows == [(0, 1, 7, 10), (0, 2, 7, 10), (1, 1, 0, 19), (1, 2, 0, 19)]
+    assert all(t.dtype == torch.long for t in (b, a, gj, gi, tcls[1]))
+    # a stricter threshold keeps only the close anchors
+    _, _, indices, _ = build_targets(_fake_preds(tiny, 2, 320), targets, tiny, iou_t=0.5)
+    assert sorted(zip(indices[0][0].tolist(), indices[0][1].tolist())) == [(0, 0), (1, 0)]
+    assert sorted(zip(indices[1][0].tolist(), indices[1][1].tolist())) == [(0, 2), (1, 2)]
+
+
+def test_build_targets_matches_loop_reference(tiny):
+    g = torch.Generator().manual_seed(1)
+    n = 40
+    wh = torch.rand(n, 2, generator=g) * 0.6 + 0.02
+    targets = torch.cat((torch.randint(0, 4, (n, 1), generator=g).float(),
+                         torch.randint(0, 80, (n, 1), generator=g).float(),
+                         torch.rand(n, 2, generator=g), wh), 1)
+    preds = _fake_preds(tiny, 4, 256)
+    tcls, tbox, indices, _ = build_targets(preds, targets, tiny, iou_t=0.2)
+    for layer, (p, y) in enumerate(zip(preds, tiny.yolo_modules())):
+        ny, nx = p.shape[2:4]
+        expected = set()
+        for t in targets.tolist():
+            w, h = t[4] * nx, t[5] * ny
+            for k, (aw, ah) in enumerate((y.anchors / y.stride).tolist()):
+                inter = min(w, aw) * min(h, ah)
+                if inter / (w * h + aw * ah - inter) > 0.2:
+                    expected.add((int(t[0]), k, min(int(t[3] * ny), ny - 1), min(int(t[2] * nx), nx - 1)))
+        got = {tuple(r) for r in torch.stack(indices[layer], 1).tolist()}
+        assert got == expected
+        assert len(tcls[layer]) == len(tbox[layer]) == len(indices[layer][0])
+
+
+def test_build_targets_empty(tiny):
+    tcls, tbox, indices, anchors = build_targets(_fake_preds(tiny, 2, 320), torch.zeros(0, 6), tiny, 0.2)
+    assert all(len(t) == 0 for t in tcls) and all(t.shape == (0, 4) for t in tbox)
+    assert all(a.shape == (0, 2) for a in anchors)
+
+
+# ---------------------------------------------------------------- compute_loss
+
+
+@pytest.fixture(scope="module")
+def hyp(repo_root) -> dict:
+    return load_hyp(repo_root / "cfg" / "hyp.yaml")
+
+
+_TARGETS = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 4, 0.2, 0.7, 0.1, 0.15]])
+
+
+def test_compute_loss_keys_and_values(tiny, hyp):
+    h = scale_loss_gains(hyp, tiny.nc, 256)
+    torch.manual_seed(0)
+    preds = tiny(torch.rand(2, 3, 256, 256))
+    loss, items = compute_loss(preds, _TARGETS, tiny, h)
+    assert set(items) == {"box_loss", "obj_loss", "class_loss"}
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
+    assert all(v.ndim == 0 and not v.requires_grad and v > 0 for v in items.values())
+    assert loss.item() == pytest.approx(sum(v.item() for v in items.values()), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(tiny.module_list[0][0].weight.grad).all()
+    tiny.zero_grad(set_to_none=True)
+    # no targets: only objectness
+    _, items = compute_loss([p.detach() for p in preds], torch.zeros(0, 6), tiny, h)
+    assert items["box_loss"] == 0 and items["class_loss"] == 0 and items["obj_loss"] > 0
+
+
+def test_compute_loss_options_take_effect(tiny, hyp):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        preds = tiny(torch.rand(2, 3, 256, 256))
+    base = scale_loss_gains(hyp, tiny.nc, 256)
+    ref = compute_loss(preds, _TARGETS, tiny, base)[1]
+    for change, key in [({"iou_type": "ciou"}, "box_loss"), ({"fl_gamma": 1.5}, "obj_loss"),
+                        ({"fl_gamma": 1.5}, "class_loss"), ({"label_smoothing": 0.1}, "class_loss"),
+                        ({"gr": 0.0}, "obj_loss"), ({"obj_pw": 2.0}, "obj_loss"),
+                        ({"cls_pw": 2.0}, "class_loss")]:
+        items = compute_loss(preds, _TARGETS, tiny, {**base, **change})[1]
+        assert torch.isfinite(items[key]) and not torch.isclose(items[key], ref[key]), (change, key)
+    doubled = compute_loss(preds, _TARGETS, tiny, {**base, "giou": 2 * base["giou"]})[1]
+    assert doubled["box_loss"].item() == pytest.approx(2 * ref["box_loss"].item(), rel=1e-5)
+
+
+def test_compute_loss_single_class_has_no_class_loss(repo_root, hyp):
+    text = rewrite_cfg_classes((repo_root / "cfg" / "yolov3-tiny.cfg").read_text(), 1)
+    model = DarkNet.from_cfg_text(text).train()
+    assert model.nc == 1
+    preds = model(torch.rand(1, 3, 128, 128))
+    targets = torch.tensor([[0, 0, 0.5, 0.5, 0.4, 0.4]])
+    loss, items = compute_loss(preds, targets, model, scale_loss_gains(hyp, 1, 128))
+    assert items["class_loss"] == 0 and items["box_loss"] > 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_compute_loss_float32_from_low_precision(tiny, hyp, dtype):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        preds = tiny(torch.rand(2, 3, 256, 256))
+    h = scale_loss_gains(hyp, tiny.nc, 256)
+    ref, _ = compute_loss(preds, _TARGETS, tiny, h)
+    low, _ = compute_loss([p.to(dtype) for p in preds], _TARGETS, tiny, h)
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+@pytest.mark.slow  # ~5 s on a quiet 2-core machine, much more when the cores are shared
+def test_loss_decreases_on_shapes(repo_root, hyp):
+    """30 optimizer steps on 4 shapes images must clearly lower the loss (the loss trains a model)."""
+    size, nc = 128, len(SHAPE_NAMES)
+    torch.manual_seed(0)
+    text = rewrite_cfg_classes((repo_root / "cfg" / "yolov3-tiny.cfg").read_text(), nc)
+    model = DarkNet.from_cfg_text(text).train()
+    imgs, targets = [], []
+    for i in range(4):
+        img, labels = make_shapes_image(0, "train", i, ShapesConfig(img_size=size, max_objects=4))
+        imgs.append(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
+        targets.append(np.concatenate([np.full((len(labels), 1), i), labels], 1))
+    x = torch.stack(imgs)  # (4, 3, 128, 128)
+    t = torch.from_numpy(np.concatenate(targets)).float()  # (n, 6)
+    h = scale_loss_gains(hyp, nc, size)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses, parts = [], []
+    for _ in range(30):
+        loss, items = compute_loss(model(x), t, model, h)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        parts.append(items)
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses  # about 9.6 -> 6.4
+    assert parts[-1]["class_loss"] < 0.2 * parts[0]["class_loss"]

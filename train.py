@@ -1,0 +1,115 @@
+"""Train a Darknet-cfg YOLOv3 model (yolov3-spp by default) on a `.data` dataset.
+
+    python train.py --cfg cfg/yolov3-spp.cfg --data data/shapes/shapes.data --weights '' --epochs 30
+    python train.py --resume                       # continue the newest runs/train/*/weights/last.pt
+    torchrun --nproc_per_node 2 train.py ...       # several GPUs (or CPU processes with gloo)
+
+The loop itself lives in train_val_utils (train_one_epoch, evaluate); this script wires the
+pieces together: options, model and starting weights, data loaders, optimizer and schedule,
+per-epoch evaluation, checkpoints and the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Any
+
+import torch
+
+from build_utils.cli import run_cli, setup_logging
+from build_utils.errors import UserError
+from train_val_utils.distributed_utils import cleanup_distributed, init_distributed
+from train_val_utils.trainer import Trainer
+
+logger = logging.getLogger("train")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--cfg", default="cfg/yolov3-spp.cfg",
+                   help="Darknet model cfg (classes must match --data)")
+    p.add_argument("--data", default="data/shapes/shapes.data",
+                   help=".data file (classes, train, valid, names)")
+    p.add_argument("--hyp", default="cfg/hyp.yaml", help="hyperparameter file, validated at load")
+    p.add_argument("--weights", default="", help="starting weights: '' (from scratch), Darknet .weights "
+                   "(darknet53.conv.74-style backbone files recognised by size) or our .pt")
+    p.add_argument("--epochs", type=int, default=30, help="number of epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size (split over torchrun ranks)")
+    p.add_argument("--nbs", type=int, default=64,
+                   help="nominal batch: accumulate = max(round(nbs / batch), 1)")
+    p.add_argument("--img-size", type=int, default=416, help="train and test image size, a multiple of 32")
+    p.add_argument("--multi-scale", action=bool_flag, default=False,
+                   help="a new size in [0.67, 1.5] x img-size (multiples of 32) every accumulation step")
+    p.add_argument("--rect", action=bool_flag, default=False, help="rectangular training batches (no mosaic)")
+    p.add_argument("--cache-images", action=bool_flag, default=False, help="keep decoded images in memory")
+    p.add_argument("--freeze", choices=("none", "backbone", "heads-only"), default="none",
+                   help="freeze the backbone, or everything but the predictor convs")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
+                   help="SGD is nesterov; BN weights and biases never get weight decay")
+    p.add_argument("--device", default="", help="'' (first GPU, else CPU), cpu, 0, or 0,1")
+    p.add_argument("--workers", type=int, default=4, help="data-loader worker processes per rank")
+    p.add_argument("--amp", action=bool_flag, default=None,
+                   help="mixed precision (default: on for CUDA, off on CPU)")
+    p.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default="float16",
+                   help="autocast dtype; CPU autocast always uses bfloat16")
+    p.add_argument("--ema", action=bool_flag, default=True, help="keep an EMA of the weights for evaluation")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+                   help="continue a run: newest runs/train/*/weights/last.pt, or PATH")
+    p.add_argument("--notest", action=bool_flag, default=False, help="evaluate only after the last epoch")
+    p.add_argument("--savebest", action=bool_flag, default=True,
+                   help="keep weights/best.pt (highest fitness)")
+    p.add_argument("--patience", type=int, default=0,
+                   help="stop after this many epochs without a better fitness (0 = never)")
+    p.add_argument("--single-cls", action=bool_flag, default=False, help="train every class as one class")
+    p.add_argument("--sync-bn", action=bool_flag, default=False, help="SyncBatchNorm under torchrun on GPUs")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights init, shuffling and augmentation")
+    p.add_argument("--deterministic", action=bool_flag, default=False,
+                   help="deterministic algorithms (bit-exact resume on CPU; slower)")
+    p.add_argument("--strict", action=bool_flag, default=False, help="any bad image or label is an error")
+    p.add_argument("--project", default="runs/train", help="run folders go under this folder")
+    p.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... auto-increment)")
+    p.add_argument("--exist-ok", action=bool_flag, default=False,
+                   help="reuse project/name instead of a new one")
+    p.add_argument("--verbose", action=bool_flag, default=False, help="debug logging")
+    return p
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Option mistakes a user can make, reported before any work starts."""
+    if args.img_size <= 0 or args.img_size % 32:
+        near = max(32, round(args.img_size / 32) * 32)
+        raise UserError(f"--img-size {args.img_size}: must be a positive multiple of 32 (the largest "
+                        f"stride); use e.g. --img-size {near}")
+    for flag in ("epochs", "batch_size", "nbs"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
+    if args.workers < 0 or args.patience < 0:
+        raise UserError("--workers and --patience must be >= 0")
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train; returns the final evaluation of best.pt (or last.pt) as a dict."""
+    setup_logging(args.verbose)
+    check_options(args)
+    defaults = vars(get_args_parser().parse_args([]))
+    dist_info = init_distributed(args.device)
+    try:
+        trainer = Trainer(args, defaults, dist_info)
+        start = time.time()
+        result = trainer.fit()
+        if dist_info.is_main:
+            logger.info("%d epochs in %.1f min; results in %s", trainer.epochs_run,
+                        (time.time() - start) / 60, trainer.save_dir)
+        return result
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    torch.set_printoptions(precision=4)
+    sys.exit(run_cli(main, get_args_parser().parse_args()))

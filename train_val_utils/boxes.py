@@ -1,0 +1,216 @@
+"""Box geometry: format conversions, IoU, clipping, letterbox inversion and non-maximum suppression.
+
+Formats are named in function names: `xywh` = centre x, centre y, width, height; `xyxy` = corners.
+Every function accepts torch tensors (and numpy arrays where noted) and never modifies its input.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+try:  # torchvision's C++/CUDA kernel when present; the pure-torch version below keeps identical results
+    from torchvision.ops import nms as _tv_nms
+except ImportError:  # pragma: no cover - depends on the environment
+    _tv_nms = None
+
+Boxes = torch.Tensor | np.ndarray
+
+# Class-aware NMS shifts each class's boxes by class * MAX_WH pixels so boxes of different classes never
+# overlap; MAX_WH must exceed any image side the model sees.
+MAX_WH = 7680
+# At most this many candidates per image enter NMS (highest scores first); guards against a
+# degenerate model emitting every anchor at conf_thres 0.001.
+MAX_NMS = 30000
+
+
+def _clone(x: Boxes) -> Boxes:
+    return x.clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
+
+
+def xywh2xyxy(x: Boxes) -> Boxes:
+    """(n, 4) centre/size boxes -> corner boxes, as a new array."""
+    y = _clone(x)
+    y[..., 0] = x[..., 0] - x[..., 2] / 2
+    y[..., 1] = x[..., 1] - x[..., 3] / 2
+    y[..., 2] = x[..., 0] + x[..., 2] / 2
+    y[..., 3] = x[..., 1] + x[..., 3] / 2
+    return y
+
+
+def xyxy2xywh(x: Boxes) -> Boxes:
+    """(n, 4) corner boxes -> centre/size boxes, as a new array."""
+    y = _clone(x)
+    y[..., 0] = (x[..., 0] + x[..., 2]) / 2
+    y[..., 1] = (x[..., 1] + x[..., 3]) / 2
+    y[..., 2] = x[..., 2] - x[..., 0]
+    y[..., 3] = x[..., 3] - x[..., 1]
+    return y
+
+
+def box_area_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(n, 4) xyxy -> (n,) areas (zero for degenerate boxes)."""
+    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+
+
+def box_iou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Pairwise IoU of xyxy boxes: (N, 4), (M, 4) -> (N, M).
+
+    Two zero-area boxes give 0/0; with the default eps=0 that is NaN, matching the NMS kernels, and
+    callers that need a number pass a small eps.
+    """
+    lt = torch.max(box1[:, None, :2], box2[None, :, :2])  # (N, M, 2)
+    rb = torch.min(box1[:, None, 2:], box2[None, :, 2:])  # (N, M, 2)
+    wh = (rb - lt).clamp(min=0)  # (N, M, 2)
+    inter = wh[..., 0] * wh[..., 1]  # (N, M)
+    union = box_area_xyxy(box1)[:, None] + box_area_xyxy(box2)[None, :] - inter
+    return inter / (union + eps)
+
+
+def clip_coords(boxes: Boxes, shape: tuple[int, int]) -> Boxes:
+    """Clip xyxy boxes to an image of `shape` (h, w); returns a new array."""
+    h, w = shape[:2]
+    y = _clone(boxes)
+    if isinstance(y, torch.Tensor):
+        y[..., 0::2] = y[..., 0::2].clamp(0, w)
+        y[..., 1::2] = y[..., 1::2].clamp(0, h)
+    else:
+        y[..., 0::2] = y[..., 0::2].clip(0, w)
+        y[..., 1::2] = y[..., 1::2].clip(0, h)
+    return y
+
+
+def scale_coords(
+    img1_shape: tuple[int, int],
+    coords: Boxes,
+    img0_shape: tuple[int, int],
+    ratio_pad: tuple[tuple[float, float], tuple[float, float]] | None = None,
+) -> Boxes:
+    """Map xyxy boxes from a letterboxed/rect image of `img1_shape` (h, w) back to the original
+    `img0_shape` (h0, w0), clipped to it; returns a new array.
+
+    `ratio_pad` is the dataset's `shapes[i][1]` = `((h/h0, w/w0), (pad_w, pad_h))`; it carries the exact
+    per-axis ratios and paddings of the letterbox that made the image. Without it they are recomputed
+    the way `build_utils.augment.letterbox` does (one gain, centred padding, left/top rounded down).
+    """
+    if ratio_pad is None:
+        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
+        new_h, new_w = round(img0_shape[0] * gain), round(img0_shape[1] * gain)
+        gain_h, gain_w = new_h / img0_shape[0], new_w / img0_shape[1]
+        pad_w = round((img1_shape[1] - new_w) / 2 - 0.1)  # letterbox's left/top rounding
+        pad_h = round((img1_shape[0] - new_h) / 2 - 0.1)
+    else:
+        (gain_h, gain_w), (pad_w, pad_h) = ratio_pad
+    y = _clone(coords)
+    y[..., 0::2] = (coords[..., 0::2] - pad_w) / gain_w
+    y[..., 1::2] = (coords[..., 1::2] - pad_h) / gain_h
+    return clip_coords(y, img0_shape)
+
+
+def batched_nms_torch(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_thres: float
+) -> torch.Tensor:
+    """Greedy per-group NMS in plain torch, with the exact arithmetic of `torchvision.ops.nms`.
+
+    Boxes are visited by score, descending, ties in input order (stable sort); a box suppresses every
+    later box of its group (`idxs`) whose IoU with it is strictly above `iou_thres`; an IoU of 0/0 (two
+    zero-area boxes) is NaN and suppresses nothing. Groups are independent, so each round keeps the
+    best remaining box of every group at once and suppresses within groups: the rounds number the most
+    keeps of one class, not all keeps, and memory stays O(boxes). Returns kept indices, best first.
+    On boxes shifted apart per class (`batched_nms_xyxy`), the keeps equal torchvision's on the same boxes.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes[order]  # (n, 4) by score
+    group = torch.unique(idxs[order], return_inverse=True)[1]  # (n,) group ids 0..G-1
+    n_groups = int(group.max()) + 1
+    x1, y1, x2, y2 = b.unbind(1)
+    areas = (x2 - x1) * (y2 - y1)  # (n,) the same arithmetic as torchvision's kernel
+    kept = []
+    remaining = torch.arange(n, device=b.device)  # positions in score order, ascending
+    while remaining.numel() > 0:
+        g = group[remaining]
+        head_of = torch.full((n_groups,), n, device=b.device).scatter_reduce(0, g, remaining, "amin")
+        head = head_of[g]  # (r,) best remaining position of each box's group
+        is_head = remaining == head
+        kept.append(remaining[is_head])
+        w = (torch.min(x2[head], x2[remaining]) - torch.max(x1[head], x1[remaining])).clamp(min=0)
+        h = (torch.min(y2[head], y2[remaining]) - torch.max(y1[head], y1[remaining])).clamp(min=0)
+        inter = w * h
+        iou = inter / (areas[head] + areas[remaining] - inter)
+        remaining = remaining[~is_head & ~(iou > iou_thres)]  # NaN never suppresses
+    return order[torch.sort(torch.cat(kept)).values]
+
+
+def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Tensor:
+    """Single-group `batched_nms_torch`: the same keeps as `torchvision.ops.nms`."""
+    return batched_nms_torch(boxes, scores, torch.zeros_like(scores, dtype=torch.int64), iou_thres)
+
+
+def batched_nms_xyxy(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thres: float, agnostic: bool = False
+) -> torch.Tensor:
+    """Class-aware NMS through coordinate offsets (kept indices, best first).
+
+    Each class is shifted by class * MAX_WH so classes never overlap; torchvision's kernel then runs once
+    on all boxes, and the pure-torch fallback runs the classes in parallel on the same shifted boxes.
+    """
+    cls = torch.zeros_like(scores, dtype=torch.int64) if agnostic else classes.long()
+    shifted = boxes + cls.to(boxes.dtype)[:, None] * MAX_WH  # (n, 4)
+    if _tv_nms is not None:
+        return _tv_nms(shifted, scores, iou_thres)
+    return batched_nms_torch(shifted, scores, cls, iou_thres)
+
+
+def _candidates(x: torch.Tensor, conf_thres: float, multi_label: bool) -> torch.Tensor:
+    """(n, 5+nc) predictions of one image -> (m, 6) xyxy, score = obj * cls, class; above conf_thres."""
+    box = xywh2xyxy(x[:, :4])  # (n, 4)
+    scores = x[:, 5:] * x[:, 4:5]  # (n, nc) conf = obj * cls
+    if multi_label:
+        i, j = (scores > conf_thres).nonzero(as_tuple=True)
+        return torch.cat((box[i], scores[i, j, None], j[:, None].to(x.dtype)), 1)
+    conf, j = scores.max(1, keepdim=True)  # (n, 1)
+    det = torch.cat((box, conf, j.to(x.dtype)), 1)
+    return det[conf.view(-1) > conf_thres]
+
+
+def non_max_suppression(
+    pred: torch.Tensor,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes: list[int] | None = None,
+    agnostic: bool = False,
+    multi_label: bool = True,
+    max_det: int = 300,
+) -> list[torch.Tensor]:
+    """NMS over a batch of raw eval-mode predictions.
+
+    pred: (bs, N, 5+nc) = cx, cy, w, h (input pixels), objectness, class probabilities (sigmoid).
+    Returns per image a (n, 6) tensor `[x1, y1, x2, y2, score, class]`, highest score first, with
+    score = objectness x class probability. `multi_label` lets one box keep several classes whose scores
+    pass `conf_thres` (better mAP at low thresholds); `classes` keeps only those class indices;
+    `agnostic` suppresses across classes; at most `max_det` boxes per image.
+    """
+    nc = pred.shape[2] - 5
+    multi_label = multi_label and nc > 1
+    out = []
+    for x in pred:  # (N, 5+nc) one image; the loop is over images, never boxes
+        x = x[x[:, 4] > conf_thres]  # objectness pre-filter
+        x = x[((x[:, 2:4] > 0) & (x[:, 2:4] < MAX_WH)).all(1)]  # drop degenerate sizes
+        det = _candidates(x, conf_thres, multi_label) if x.shape[0] else x.new_zeros((0, 6))
+        if classes is not None and det.shape[0]:
+            det = det[(det[:, 5:6] == torch.tensor(classes, device=det.device, dtype=det.dtype)).any(1)]
+        if det.shape[0] > MAX_NMS:
+            det = det[det[:, 4].topk(MAX_NMS).indices]
+        if det.shape[0] == 0:
+            out.append(pred.new_zeros((0, 6)))
+            continue
+        keep = batched_nms_xyxy(det[:, :4], det[:, 4], det[:, 5], iou_thres, agnostic)[:max_det]
+        out.append(det[keep])
+    return out

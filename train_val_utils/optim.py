@@ -1,0 +1,110 @@
+"""Optimizer with three parameter groups, the cosine LR schedule and the warm-up rule.
+
+Weight decay is a prior on filter magnitudes; applied to BN scales or biases it only shifts
+activations and hurts, so those get none. Biases get their own group because warm-up starts
+them at a high LR (`warmup_bias_lr`) while the weights start from 0: a freshly initialised
+objectness bias must move quickly, the weights must not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """(decayed weights, norm-layer weights, biases) among parameters that require grad."""
+    decay, norm, bias = [], [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue  # frozen layers (--freeze) stay out of the optimizer
+            if name == "bias":
+                bias.append(p)
+            elif isinstance(module, _NORM_TYPES):
+                norm.append(p)
+            else:
+                decay.append(p)
+    return decay, norm, bias
+
+
+def build_optimizer(model: nn.Module, name: str, hyp: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD (nesterov, hyp momentum), Adam or AdamW (betas (momentum, 0.999)) with three groups.
+
+    Groups, in this order: 0 = norm weights (no decay), 1 = conv/linear weights
+    (`weight_decay`), 2 = biases (no decay, `is_bias=True`, for warm-up). Every group starts at
+    `lr0` and gets `initial_lr` (what LambdaLR and `apply_warmup` scale).
+    """
+    name = name.lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    decay, norm, bias = split_parameters(model)
+    lr, momentum = hyp["lr0"], hyp["momentum"]
+    groups = [
+        {"params": norm, "weight_decay": 0.0, "is_bias": False, "group_name": "norm"},
+        {"params": decay, "weight_decay": hyp["weight_decay"], "is_bias": False, "group_name": "weights"},
+        {"params": bias, "weight_decay": 0.0, "is_bias": True, "group_name": "bias"},
+    ]
+    for g in groups:
+        g["initial_lr"] = lr
+    if name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    elif name == "adam":
+        opt = torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999))
+    else:
+        opt = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    logger.info("optimizer %s: %d weights (decay %g), %d norm weights, %d biases (no decay)",
+                name, len(decay), hyp["weight_decay"], len(norm), len(bias))
+    return opt
+
+
+def cosine_lr_lambda(epochs: int, lrf: float) -> Callable[[int], float]:
+    """LambdaLR factor: 1 at epoch 0 down to `lrf` at epoch `epochs` along half a cosine."""
+    def factor(epoch: int) -> float:
+        return ((1 + math.cos(epoch * math.pi / epochs)) / 2) * (1 - lrf) + lrf
+    return factor
+
+
+def warmup_iterations(n_batches_per_epoch: int, hyp: dict[str, Any]) -> int:
+    """Warm-up length in iterations: max(round(warmup_epochs * nb), 500) (0 when warmup_epochs is 0)."""
+    if hyp["warmup_epochs"] <= 0:
+        return 0
+    return max(round(hyp["warmup_epochs"] * n_batches_per_epoch), 500)
+
+
+def _interp(ni: int, n_warmup: int, start: float, end: float) -> float:
+    t = min(max(ni / n_warmup, 0.0), 1.0)
+    return start + (end - start) * t
+
+
+def apply_warmup(
+    optimizer: torch.optim.Optimizer, ni: int, n_warmup: int, lr_factor: float, hyp: dict[str, Any]
+) -> None:
+    """Set LR (and momentum) of every group for iteration `ni` (0-based, counted over all epochs).
+
+    Linear over `n_warmup` iterations: weight groups from 0, the bias group from
+    `warmup_bias_lr`, both to `initial_lr * lr_factor` (the scheduler's current factor);
+    momentum (SGD momentum / Adam beta1) from `warmup_momentum` to `momentum`. Call only while
+    `ni < n_warmup`; afterwards the scheduler alone sets the LR.
+    """
+    if n_warmup <= 0:
+        return
+    for g in optimizer.param_groups:
+        target = g["initial_lr"] * lr_factor
+        start = hyp["warmup_bias_lr"] if g.get("is_bias", False) else 0.0
+        g["lr"] = _interp(ni, n_warmup, start, target)
+        m = _interp(ni, n_warmup, hyp["warmup_momentum"], hyp["momentum"])
+        if "momentum" in g:
+            g["momentum"] = m
+        if "betas" in g:
+            g["betas"] = (m, g["betas"][1])

@@ -1,0 +1,139 @@
+"""The predict pipeline: sources -> letterbox -> forward -> NMS -> scale -> writer.
+
+Three stages run at once: a prefetch thread decodes and letterboxes (`build_utils.sources`), the
+calling thread runs the model and NMS, and a writer thread draws and saves
+(`train_val_utils.detections_io`). Consecutive frames with the same letterboxed shape are batched
+up to `batch_size`; letterboxing pads only to the next multiple of the stride (`auto=True`), so a
+4:3 photo at 416 runs at 416x320 instead of 416x416.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from build_utils.augment import letterbox
+from build_utils.sources import Frame, FramePrefetcher, SourceSpec
+from build_utils.torch_utils import time_sync
+from train_val_utils.boxes import non_max_suppression, scale_coords
+from train_val_utils.detections_io import ResultWriter, summary_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictOptions:
+    img_size: int = 512
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    classes: list[int] | None = None
+    agnostic: bool = False
+    max_det: int = 300
+    half: bool = False
+    batch_size: int = 1
+
+
+@dataclass
+class PredictStats:
+    """Seconds per stage summed over images (decode and write ran in their own threads)."""
+
+    images: int = 0
+    decode_s: float = 0.0
+    forward_s: float = 0.0
+    nms_s: float = 0.0
+    write_s: float = 0.0
+    wall_s: float = 0.0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    saved: list[Path] = field(default_factory=list)
+    json_path: Path | None = None
+
+
+def letterbox_chw(img_rgb: np.ndarray, img_size: int, stride: int):
+    """(H, W, 3) RGB -> contiguous (3, h, w) uint8 network input and the `ratio_pad` scale_coords wants."""
+    img, (r_w, r_h), pad = letterbox(img_rgb, img_size, auto=True, stride=stride)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), ((r_h, r_w), pad)
+
+
+def same_shape_batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
+    """Group consecutive frames whose letterboxed inputs share a shape, at most `batch_size` each."""
+    batch: list[Frame] = []
+    for frame in frames:
+        if batch and (len(batch) == batch_size or batch[0].extra[0].shape != frame.extra[0].shape):
+            yield batch
+            batch = []
+        batch.append(frame)
+    if batch:
+        yield batch
+
+
+@torch.inference_mode()
+def detect_batch(model: torch.nn.Module, frames: list[Frame], opts: PredictOptions,
+                 device: torch.device) -> tuple[list[np.ndarray], float, float]:
+    """Detections (n, 6) `[x1, y1, x2, y2, score, class]` in original pixels per frame, and the
+    forward and NMS seconds."""
+    t0 = time_sync()
+    x = torch.from_numpy(np.stack([f.extra[0] for f in frames])).to(device)  # (bs, 3, h, w) uint8
+    x = x.half() if opts.half else x.float()
+    x = (x / 255).contiguous(memory_format=torch.channels_last)
+    pred = model(x)[0]  # (bs, N, 5+nc)
+    t1 = time_sync()
+    dets = non_max_suppression(pred.float(), opts.conf_thres, opts.iou_thres, opts.classes, opts.agnostic,
+                               max_det=opts.max_det)
+    out = []
+    for det, frame in zip(dets, frames):  # (n, 6) per image
+        boxes = scale_coords(x.shape[2:], det[:, :4], frame.img.shape[:2], frame.extra[1])
+        out.append(torch.cat((boxes, det[:, 4:]), 1).cpu().numpy())
+    return out, t1 - t0, time_sync() - t1
+
+
+def image_line(frame: Frame, det: np.ndarray, names: Sequence[str] | None, ms: float) -> str:
+    """`image 3/120 path.jpg: 512x384 2 persons, 1 bus, 13.2ms` (network input width x height)."""
+    h, w = frame.extra[0].shape[1:]
+    if frame.kind == "image":
+        where = f"image {frame.index}/{frame.total} {frame.path}"
+    elif frame.kind == "video":
+        count = f"{frame.frame}/{frame.frames}" if frame.frames else str(frame.frame)
+        where = f"video {frame.index}/{frame.total} ({count}) {frame.path}"
+    else:
+        where = f"{frame.path.stem} (frame {frame.frame})"
+    return f"{where}: {w}x{h} {summary_text(det, names)}, {ms:.1f}ms"
+
+
+def run_predict(model: torch.nn.Module, names: Sequence[str] | None, spec: SourceSpec, save_dir: Path,
+                opts: PredictOptions, device: torch.device, writer: ResultWriter) -> PredictStats:
+    """Run the model over every frame of `spec`, log one line per frame, and hand results to `writer`."""
+    stride = int(getattr(model, "max_stride", 32))
+    loader = FramePrefetcher(spec, transform=lambda img: letterbox_chw(img, opts.img_size, stride),
+                             maxsize=max(8, 2 * opts.batch_size))
+    stats = PredictStats()
+    show_bar = spec.camera is None and len(spec.files) > 1
+    t_start = time_sync()
+    with logging_redirect_tqdm(), tqdm(total=len(spec.files) if show_bar else None, disable=not show_bar,
+                                       unit="file", desc="predict") as bar:
+        last_index = 0
+        try:
+            for batch in same_shape_batches(loader, opts.batch_size):
+                dets, t_fwd, t_nms = detect_batch(model, batch, opts, device)
+                stats.forward_s += t_fwd
+                stats.nms_s += t_nms
+                ms = (t_fwd + t_nms) * 1000 / len(batch)
+                for frame, det in zip(batch, dets):
+                    stats.images += 1
+                    stats.decode_s += frame.decode_s
+                    logger.info(image_line(frame, det, names, ms))
+                    writer.put(frame, det)
+                    bar.update(frame.index - last_index)
+                    last_index = frame.index
+        finally:
+            stats.json_path = writer.close()
+        bar.update(len(spec.files) - last_index if show_bar else 0)
+    stats.wall_s = time_sync() - t_start
+    stats.skipped, stats.saved, stats.write_s = loader.skipped, writer.saved, writer.write_s
+    return stats
