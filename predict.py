@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
@@ -76,14 +77,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--conf-thres and --iou-thres must lie in [0, 1]")
 
 
-def main(args: argparse.Namespace) -> PredictStats:
-    setup_logging(args.verbose)
-    check_args(args)
-    device = select_device(args.device)
-    half = args.half and device.type == "cuda"
-    if args.half and not half:
-        logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
-    spec = resolve_source(args.source)
+def prepare_model(args: argparse.Namespace, device: torch.device, half: bool):
+    """Fused model in eval mode (float16 when `half`, channels_last) and its class names or None."""
     model, names = load_model(args.weights, args.cfg, device, fuse=True)
     if args.names:
         names = load_class_names(args.names)
@@ -94,17 +89,10 @@ def main(args: argparse.Namespace) -> PredictStats:
         logger.info("no class names (Darknet weights without --names): labels show class indices; "
                     "pass --names data/coco.names for COCO weights")
     model = model.half() if half else model
-    model = model.to(memory_format=torch.channels_last)
-    stride = int(model.max_stride)
-    img_size = max(stride, -(-args.img_size // stride) * stride)
-    if img_size != args.img_size:
-        logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
-    save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok)
-    opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
-                          args.max_det, half, args.batch_size)
-    writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
-                          save_json=args.save_json, line_thickness=args.line_thickness)
-    stats = run_predict(model, names, spec, save_dir, opts, device, writer)
+    return model.to(memory_format=torch.channels_last), names
+
+
+def log_summary(stats: PredictStats, img_size: int, save_dir: Path) -> None:
     n = max(stats.images, 1)
     logger.info("Speed: %.1fms decode+letterbox, %.1fms forward, %.1fms NMS, %.1fms draw+write per image "
                 "at %d (decode and write overlap in their own threads); %d images in %.1fs (%.1f images/s)",
@@ -115,8 +103,29 @@ def main(args: argparse.Namespace) -> PredictStats:
         skipped = ", ".join(str(p) for p, _ in stats.skipped)
         logger.warning("%d file(s) skipped: %s", len(stats.skipped), skipped)
     logger.info("Results saved to %s", save_dir)
-    return stats
 
+
+def main(args: argparse.Namespace) -> PredictStats:
+    setup_logging(args.verbose)
+    check_args(args)
+    device = select_device(args.device)
+    half = args.half and device.type == "cuda"
+    if args.half and not half:
+        logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
+    spec = resolve_source(args.source)
+    model, names = prepare_model(args, device, half)
+    stride = int(model.max_stride)
+    img_size = max(stride, -(-args.img_size // stride) * stride)
+    if img_size != args.img_size:
+        logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
+    save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok)
+    opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
+                          args.max_det, half, args.batch_size)
+    writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
+                          save_json=args.save_json, line_thickness=args.line_thickness)
+    stats = run_predict(model, names, spec, save_dir, opts, device, writer)
+    log_summary(stats, img_size, save_dir)
+    return stats
 
 if __name__ == "__main__":
     sys.exit(run_cli(main, get_args_parser().parse_args()))

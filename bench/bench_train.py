@@ -56,6 +56,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="'cpu', a GPU index such as '0', or '' for auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                         help="autocast (bfloat16 on CPU, float16 on CUDA) + GradScaler for the forward/loss")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                        help="model and images in channels_last memory format")
     parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
     return parser
 
@@ -76,6 +78,8 @@ def time_cfg(cfg: str, dataset: LoadImagesAndLabels, hyp: dict, args: argparse.N
              device: torch.device) -> dict[str, float]:
     """Median seconds per phase of one training step for `cfg`."""
     model = DarkNet(REPO / cfg if not Path(cfg).is_file() else cfg).to(device).train()
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     h = scale_loss_gains(hyp, model.nc, args.img_size)
     optimizer = build_optimizer(model, "sgd", h)
     ema = ModelEMA(model)
@@ -86,7 +90,8 @@ def time_cfg(cfg: str, dataset: LoadImagesAndLabels, hyp: dict, args: argparse.N
     for step in range(args.warmup + args.iters):
         t0 = time_sync()
         imgs, targets = next(stream)
-        imgs = imgs.to(device, non_blocking=True).float() / 255  # (bs, 3, H, W)
+        imgs = imgs.to(device, non_blocking=True).float().div_(255)  # (bs, 3, H, W) in [0, 1]
+        imgs = imgs.contiguous(memory_format=fmt)
         targets = targets.to(device)  # (nt, 6)
         t1 = time_sync()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
@@ -122,6 +127,7 @@ def main(args: argparse.Namespace) -> None:
                                   augment=args.augment, hyp=hyp)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"batch {args.batch_size}, {args.img_size}px, amp {args.amp}, augment {args.augment}, "
+          f"channels_last {args.channels_last}, "
           f"{len(dataset)} images from {args.data}")
     print("| cfg | data s | forward s | loss s (targets s) | backward s | optimizer s | step s "
           "| step w/o data s | loss share | img/s |")

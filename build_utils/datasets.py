@@ -108,6 +108,7 @@ class LoadImagesAndLabels(Dataset):
         self.batch_shapes = None
         self.imgs: list[np.ndarray | None] = [None] * len(self.img_files)
         self._pool: ThreadPoolExecutor | None = None  # decodes a mosaic's 4 images in parallel
+        self._pool_pid = os.getpid()
         if rect:
             self._make_rect(batch_size, pad)
         if cache_images:
@@ -173,8 +174,9 @@ class LoadImagesAndLabels(Dataset):
 
     def load_images(self, indices: list[int]) -> list[np.ndarray]:
         """`load_image` for several indices; decoding (OpenCV, GIL released) overlaps in threads."""
-        if self._pool is None:
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked worker has no threads
             self._pool = ThreadPoolExecutor(len(indices), thread_name_prefix="decode")
+            self._pool_pid = os.getpid()
         return list(self._pool.map(self.load_image, indices))
 
     def __getstate__(self) -> dict:

@@ -16,6 +16,7 @@ from modules.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CFG = REPO / "cfg" / "yolov3-tiny.cfg"
+NO_EXTRA = "the export extra is not installed (pip install -e '.[export]')"
 
 
 def args_for(weights: Path, fmt: str, out: Path, *extra: str):
@@ -24,8 +25,8 @@ def args_for(weights: Path, fmt: str, out: Path, *extra: str):
 
 
 def test_onnx_matches_pytorch_on_a_photo(tmp_path: Path, tiny_weights: Path, darknet_dir: Path) -> None:
-    onnx = pytest.importorskip("onnx", reason="the export extra is not installed (pip install -e '.[export]')")
-    pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install -e '.[export]')")
+    onnx = pytest.importorskip("onnx", reason=NO_EXTRA)
+    pytest.importorskip("onnxruntime", reason=NO_EXTRA)
     dog = darknet_dir / "dog.jpg"
     out = export.main(args_for(tiny_weights, "onnx", tmp_path / "t.onnx", "--img-size", "320", "--dynamic",
                                "--verify-image", str(dog)))
@@ -69,7 +70,8 @@ def test_weights_pt_weights_round_trip(tmp_path: Path, tiny_weights: Path) -> No
     assert names == ckpt["class_names"]
 
 
-def test_names_flag_and_user_errors(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:
+def test_names_flag_and_user_errors(tmp_path: Path, tiny_weights: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
     names = tmp_path / "my.names"
     names.write_text("".join(f"thing{i}\n" for i in range(80)))
     pt = export.main(args_for(tiny_weights, "pt", tmp_path / "n.pt", "--names", str(names)))

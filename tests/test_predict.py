@@ -51,6 +51,7 @@ def coco128_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path, co
     return stats, tmp / "exp"
 
 
+@pytest.mark.slow
 def test_coco128_writes_every_image_and_label(coco128_run, coco128: Path) -> None:
     stats, out = coco128_run
     images = sorted((coco128 / "images").rglob("*.jpg"))
@@ -66,6 +67,7 @@ def test_coco128_writes_every_image_and_label(coco128_run, coco128: Path) -> Non
     assert {"image_id", "file_name", "category_id", "category_name", "bbox", "score"} <= set(records[0])
 
 
+@pytest.mark.slow
 def test_coco128_boxes_agree_with_direct_library_calls(coco128_run, tiny_weights: Path,
                                                        coco128: Path) -> None:
     _, out = coco128_run

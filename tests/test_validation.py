@@ -23,6 +23,12 @@ def write_data(tmp: Path, images: Path, repo: Path, extra: str = "", names: Path
     return data
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built COCO ground truths go to the test's folder, not ~/.cache."""
+    monkeypatch.setenv("YOLOV3_CACHE", str(tmp_path / "cache"))
+
+
 def run(args: list[str]) -> dict:
     return validation.main(validation.get_args_parser().parse_args(args))
 
@@ -138,3 +144,26 @@ def test_help_lists_every_flag() -> None:
     args = validation.get_args_parser().parse_args(["--weights", "w", "--data", "d"])
     assert (args.conf_thres, args.iou_thres, args.project, args.name, args.rect) == (0.001, 0.6, "runs/val",
                                                                                    "exp", True)
+
+
+def test_plot_images_draws_labels_and_predictions(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+    import torch
+
+    from train_val_utils.plots import plot_images, predictions_to_targets
+
+    imgs = torch.zeros(3, 3, 64, 96, dtype=torch.uint8)
+    targets = torch.tensor([[1, 2, 0.5, 0.5, 0.5, 0.5]])  # one box in image 1
+    mosaic = plot_images(imgs, targets, ["a.jpg", "b.jpg", "c.jpg"], str(tmp_path / "l.jpg"), ["x", "y", "z"])
+    assert mosaic.shape == (128, 192, 3)  # 2 x 2 grid of 64 x 96 tiles
+    assert cv2.imread(str(tmp_path / "l.jpg")) is not None
+    tile1 = mosaic[:64, 96:]
+    assert tile1[16:48, 24:72].any()  # the box outline and label were drawn
+    assert (mosaic[66:, 98:] == 255).all()  # the unused fourth tile stays white
+    det = [torch.zeros((0, 6)), torch.tensor([[24.0, 16, 72, 48, 0.9, 1]]), torch.zeros((0, 6))]
+    pred_t = predictions_to_targets(det, (64, 96))
+    assert pred_t.shape == (1, 7)
+    assert torch.allclose(pred_t[0, :6], torch.tensor([1, 1, 0.5, 0.5, 0.5, 0.5]))
+    plot_images(imgs, pred_t, None, str(tmp_path / "p.jpg"), ["x", "y", "z"])
+    assert np.asarray(cv2.imread(str(tmp_path / "p.jpg"))).any()

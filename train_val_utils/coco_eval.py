@@ -167,7 +167,7 @@ def evaluate_coco(
     if not detections:
         return np.zeros(12), summary_text(np.zeros(12))
     with _quiet():
-        coco_dt = coco_gt.loadRes(detections)
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections])  # loadRes adds keys in place
         ev = eval_cls(coco_gt, coco_dt, "bbox")
         if image_ids is not None:
             ev.params.imgIds = sorted(set(int(i) for i in image_ids))

@@ -41,11 +41,13 @@ def predictions_to_targets(out: Sequence[torch.Tensor], img_shape: Sequence[int]
 
 
 def plot_images(imgs: torch.Tensor, targets: torch.Tensor, paths: Sequence[str] | None, fname: str,
-                names: Sequence[str] | None = None, max_images: int = 16, max_size: int = 1920) -> np.ndarray:
+                names: Sequence[str] | None = None, max_images: int = 16, max_size: int = 1920,
+                conf_thres: float = 0.25) -> np.ndarray:
     """Save a mosaic of up to 16 images with their boxes; returns it (RGB).
 
     imgs: (bs, 3, H, W) uint8 or float in [0, 1]; targets: (N, 6) `[img_idx, cls, cx, cy, w, h]` normalised
-    (labels) or (N, 7) with a confidence last (predictions, labelled with their score).
+    (labels) or (N, 7) with a confidence last (predictions, labelled with their score; only those above
+    `conf_thres` are drawn, since evaluation keeps boxes down to 0.001 and they would bury the image).
     """
     imgs = imgs[:max_images].detach().cpu().float()
     if imgs.numel() and imgs.max() <= 1.0:
@@ -57,6 +59,8 @@ def plot_images(imgs: torch.Tensor, targets: torch.Tensor, paths: Sequence[str] 
     th, tw = max(int(h * scale), 1), max(int(w * scale), 1)
     mosaic = np.full((rows * th, cols * tw, 3), 255, dtype=np.uint8)
     targets = targets.detach().cpu().float()
+    if targets.shape[1] > 6:
+        targets = targets[targets[:, 6] > conf_thres]
     for i in range(bs):
         img = imgs[i].permute(1, 2, 0).clamp(0, 255).byte().numpy()  # (H, W, 3) RGB
         tile = np.ascontiguousarray(cv2.resize(img, (tw, th)) if scale < 1 else img)

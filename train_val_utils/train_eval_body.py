@@ -183,3 +183,8 @@ def _collect(ap: Any, coco_stats: np.ndarray, summary: str, times: list[float], 
         "per_class": per_class, "confusion_matrix": confusion.matrix.tolist(),
         "n_images": seen, "n_instances": int(ap.n_gt.sum()),
     }
+
+
+# train_one_epoch lives in its own file (AMP, multi-scale, accumulation, EMA); re-exported here so the
+# engine's two loops are importable from one place.
+from train_val_utils.train_loop import train_one_epoch as train_one_epoch  # noqa: E402

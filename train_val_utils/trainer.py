@@ -205,6 +205,8 @@ class Trainer:
         save_checkpoint(ckpt, self.wdir / "last.pt")
         if improved and self.opt.savebest:
             save_checkpoint(ckpt, self.wdir / "best.pt")
+        logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.opt.epochs - 1,
+                    self.wdir / "last.pt", fit, self.best_fitness)
 
     def _run_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
         self.train_set.set_epoch(epoch)
@@ -257,7 +259,8 @@ class Trainer:
         if best.is_file():
             save_checkpoint(strip_checkpoint(load_checkpoint(best)), best)
         model, _ = load_model(final, device=self.device)
-        metrics = evaluate(model, self.val_loader, self.names, self.device)
+        metrics = evaluate(model, self.val_loader, self.names, self.device, save_dir=self.save_dir,
+                           plots=True)
         logger.info("final evaluation of %s: P %.3f R %.3f mAP@0.5 %.3f mAP@0.5:0.95 %.3f", final,
                     metrics["precision"], metrics["recall"], metrics["map50"], metrics["map"])
         return {**metrics, "weights": str(final), "save_dir": str(self.save_dir)}
