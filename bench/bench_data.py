@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import DataLoader
 
 from build_utils.cli import run_cli, setup_logging
@@ -38,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--path", default=str(REFERENCE), help="dataset root with images/ and labels/")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers to try")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                        help="DataLoader num_workers to try")
     parser.add_argument("--epochs", type=int, default=3, help="passes over the data per measurement")
     parser.add_argument("--affine", action=argparse.BooleanOptionalAction, default=True,
                         help="add degrees 5, translate 0.1, scale 0.5, shear 2 (a real warp, not a crop)")
@@ -46,26 +45,35 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _rate(ds: LoadImagesAndLabels, workers: int, batch_size: int, epochs: int) -> float:
+def _rate(ds: LoadImagesAndLabels, workers: int, batch_size: int, epochs: int) -> str:
+    """'wall samples/s' and, in-process (workers 0), samples per CPU-second: a load-independent cost."""
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_fn,
                         persistent_workers=workers > 0)
     next(iter(loader))  # warm-up: worker start-up and first decode are not throughput
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     for epoch in range(epochs):
         ds.set_epoch(epoch)
         for imgs, *_ in loader:
             n += imgs.shape[0]
-    return n / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return f"{n / wall:.1f} samples/s" + (f" ({n / cpu:.1f} per CPU-second)" if workers == 0 else "")
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def _cache_child(path: str, img_size: int) -> None:
-    """Child mode: peak RSS growth while caching images vs the estimate."""
-    ds = LoadImagesAndLabels(path, img_size=img_size)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    r = img_size / ds.image_shapes.max(1)
-    estimate = int((np.round(ds.image_shapes * r[:, None]).prod(1) * 3).sum())
+    """Child mode (Linux): peak RSS growth while caching images vs the estimate it logs."""
+    ds = LoadImagesAndLabels(path, img_size=img_size)  # verification runs (and is cached) here
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    before = _status_kb("VmRSS") * 1024
+    estimate = ds.cache_estimate_bytes()
     ds2 = LoadImagesAndLabels(path, img_size=img_size, cache_images=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_kb("VmHWM") * 1024
     print(json.dumps({"estimate": estimate, "growth": peak - before, "n": len(ds2)}))
 
 
@@ -80,19 +88,24 @@ def main(args: argparse.Namespace) -> None:
         root = Path(tmp) / "data"
         shutil.copytree(args.path, root)
         images = str(next(p for p in (root / "images").iterdir() if p.is_dir()))
-        hyp = dict(HYP, **({"degrees": 5.0, "translate": 0.1, "scale": 0.5, "shear": 2.0} if args.affine else {}))
+        warp = {"degrees": 5.0, "translate": 0.1, "scale": 0.5, "shear": 2.0} if args.affine else {}
+        hyp = dict(HYP, **warp)
         train = LoadImagesAndLabels(images, img_size=args.img_size, augment=True, hyp=hyp)
         val = LoadImagesAndLabels(images, img_size=args.img_size, batch_size=args.batch_size, rect=True)
         for workers in args.workers:
             t = _rate(train, workers, args.batch_size, args.epochs)
             v = _rate(val, workers, args.batch_size, args.epochs)
-            LOGGER.info("img %d, workers %d: train (mosaic+affine+HSV+flip) %.1f samples/s, "
-                        "val (letterbox, rect) %.1f samples/s", args.img_size, workers, t, v)
-        out = subprocess.run([sys.executable, __file__, "--cache-child", images, "--img-size", str(args.img_size)],
-                             capture_output=True, text=True, check=True)
+            LOGGER.info("img %d, workers %d: train (mosaic+affine+HSV+flip) %s, val (letterbox, rect) %s",
+                        args.img_size, workers, t, v)
+        cached = LoadImagesAndLabels(images, img_size=args.img_size, augment=True, hyp=hyp, cache_images=True)
+        LOGGER.info("img %d, workers 0, cache_images: train %s", args.img_size,
+                    _rate(cached, 0, args.batch_size, args.epochs))
+        cmd = [sys.executable, __file__, "--cache-child", images, "--img-size", str(args.img_size)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         res = json.loads(out.stdout.strip().splitlines()[-1])
-        LOGGER.info("cache_images: estimate %.1f MB, peak RSS growth %.1f MB (%.0f%% of the estimate), %d images",
-                    res["estimate"] / 1e6, res["growth"] / 1e6, 100 * res["growth"] / res["estimate"], res["n"])
+        LOGGER.info("cache_images: estimate %.1f MB, peak RSS growth %.1f MB (%.0f%% of the estimate), "
+                    "%d images", res["estimate"] / 1e6, res["growth"] / 1e6,
+                    100 * res["growth"] / res["estimate"], res["n"])
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def synthetic(n_img: int, n_det: int, nc: int, seed: int = 0) -> tuple[list, lis
         px = lab[np.arange(n_det) % n, 1:] * np.array([w, h, w, h])  # cycle over the objects
         xyxy = np.concatenate([px[:, :2] - px[:, 2:] / 2, px[:, :2] + px[:, 2:] / 2], 1)
         xyxy += rng.normal(0, 0.15, xyxy.shape) * px[:, 2:].repeat(2, 1)
+        xyxy = np.concatenate([np.minimum(xyxy[:, :2], xyxy[:, 2:]), np.maximum(xyxy[:, :2], xyxy[:, 2:])], 1)
         cls = np.where(rng.random(n_det) < 0.7, lab[np.arange(n_det) % n, 0], rng.integers(0, nc, n_det))
         dets.append(np.concatenate([xyxy, rng.uniform(0.001, 1, (n_det, 1)), cls[:, None]], 1))
     return [f"{i:06d}.jpg" for i in range(n_img)], labels, shapes, dets

@@ -10,6 +10,7 @@ does not depend on which DataLoader worker made it.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -88,7 +89,9 @@ class LoadImagesAndLabels(Dataset):
                  nc: int | None = None, strict: bool = False, seed: int = 0, stride: int = 32) -> None:
         self.img_size, self.augment, self.rect = img_size, augment, rect
         self.hyp = {**DEFAULT_AUG_HYP, **(hyp or {})}
-        self.seed, self.epoch, self.stride, self.nc = seed, 0, stride, nc
+        self.seed, self.stride, self.nc = seed, stride, nc
+        # shared memory, so persistent DataLoader workers see set_epoch() made in the main process
+        self._epoch = multiprocessing.RawValue("q", 0)
         source = str(path) if not isinstance(path, (list, tuple)) else ", ".join(map(str, path))
         files = list_image_files(path)
         if not files:
@@ -118,7 +121,7 @@ class LoadImagesAndLabels(Dataset):
     @staticmethod
     def _cache_path(path: Any, label_files: list[str]) -> Path:
         name = Path(str(path[0] if isinstance(path, (list, tuple)) else path).rstrip("/*")).stem or "labels"
-        return Path(label_files[0]).parent / f"{name}.labels-cache.json"
+        return Path(label_files[0]).parent / f"{name}.labels.cache"
 
     @staticmethod
     def _report_orphans(label_files: list[str]) -> None:
@@ -149,9 +152,15 @@ class LoadImagesAndLabels(Dataset):
         self.batch_shapes = (np.ceil(shapes * self.img_size / self.stride + pad) * self.stride).astype(int)
         self.batch_index = batch_index
 
-    def _cache_images(self) -> None:
+    def cache_estimate_bytes(self) -> int:
+        """Memory `cache_images` needs: the resized pixels plus the transient buffers of decoding
+        the largest original (compressed bytes, full-size decode, resized copy)."""
         r = self.img_size / self.image_shapes.max(1)
-        need = int((np.round(self.image_shapes * r[:, None]).prod(1) * 3).sum())
+        pixels = int((np.round(self.image_shapes * r[:, None]).prod(1) * 3).sum())
+        return pixels + 3 * int(self.image_shapes.prod(1).max()) * 3
+
+    def _cache_images(self) -> None:
+        need = self.cache_estimate_bytes()
         avail = available_memory_bytes()
         LOGGER.info("caching images: about %.2f GB (available %.2f GB)", need / 1e9, avail / 1e9)
         if avail and need > avail:
@@ -185,9 +194,16 @@ class LoadImagesAndLabels(Dataset):
         state["_pool"] = None
         return state
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
     def set_epoch(self, epoch: int) -> None:
-        """Augmentation for index i is seeded from (seed, epoch, i)."""
-        self.epoch = int(epoch)
+        """Augmentation for index i is seeded from (seed, epoch, i); call before iterating the loader.
+
+        Persistent DataLoader workers see the new epoch too (the value lives in shared memory).
+        """
+        self._epoch.value = int(epoch)
 
     def __len__(self) -> int:
         return len(self.img_files)

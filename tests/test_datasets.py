@@ -184,12 +184,14 @@ def test_determinism_across_workers(tmp_path: Path) -> None:
     ds.set_epoch(2)
     runs = []
     for workers in (0, 2):
-        loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_fn)
-        runs.append([(imgs.clone(), targets.clone()) for imgs, targets, *_ in loader])
-    for (i0, t0), (i1, t1) in zip(*runs):
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_fn,
+                            persistent_workers=workers > 0)
+        for epoch in (2, 3):  # persistent workers must follow set_epoch made here
+            ds.set_epoch(epoch)
+            runs.append([(imgs.clone(), targets.clone()) for imgs, targets, *_ in loader])
+    for (i0, t0), (i1, t1) in zip(runs[0] + runs[1], runs[2] + runs[3]):
         assert torch.equal(i0, i1) and torch.equal(t0, t1)
-    ds.set_epoch(3)
-    assert not torch.equal(ds[0][0], runs[0][0][0][0])  # another epoch, another sample
+    assert not torch.equal(runs[0][0][0], runs[1][0][0])  # another epoch, another sample
 
 
 def test_cache_images_refuses_when_too_big(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

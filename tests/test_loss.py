@@ -234,7 +234,7 @@ def test_compute_loss_float32_from_low_precision(tiny, hyp, dtype):
 @pytest.mark.slow  # ~5 s on a quiet 2-core machine, much more when the cores are shared
 def test_loss_decreases_on_shapes(repo_root, hyp):
     """30 optimizer steps on 4 shapes images must clearly lower the loss (the loss trains a model)."""
-    size, nc = 128, len(SHAPE_NAMES)
+    size, nc = 96, len(SHAPE_NAMES)
     torch.manual_seed(0)
     text = rewrite_cfg_classes((repo_root / "cfg" / "yolov3-tiny.cfg").read_text(), nc)
     model = DarkNet.from_cfg_text(text).train()
@@ -243,7 +243,7 @@ def test_loss_decreases_on_shapes(repo_root, hyp):
         img, labels = make_shapes_image(0, "train", i, ShapesConfig(img_size=size, max_objects=4))
         imgs.append(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
         targets.append(np.concatenate([np.full((len(labels), 1), i), labels], 1))
-    x = torch.stack(imgs)  # (4, 3, 128, 128)
+    x = torch.stack(imgs)  # (4, 3, 96, 96)
     t = torch.from_numpy(np.concatenate(targets)).float()  # (n, 6)
     h = scale_loss_gains(hyp, nc, size)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -256,5 +256,5 @@ def test_loss_decreases_on_shapes(repo_root, hyp):
         losses.append(loss.item())
         parts.append(items)
     assert all(math.isfinite(v) for v in losses)
-    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses  # about 9.6 -> 6.4
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:3]), losses  # about 10.6 -> 6.2
     assert parts[-1]["class_loss"] < 0.2 * parts[0]["class_loss"]

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train_val_utils.boxes import MAX_WH, batched_nms_torch, batched_nms_xyxy, nms_torch, non_max_suppression
+from train_val_utils.boxes import (
+    MAX_WH,
+    _greedy_rounds_torch,
+    batched_nms_torch,
+    batched_nms_xyxy,
+    nms_torch,
+    non_max_suppression,
+)
 
 
 def reference_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float) -> list[int]:
@@ -99,6 +106,19 @@ def test_batched_nms_torch_matches_reference_on_shifted_boxes(thr: float) -> Non
             idx = (cls == c).nonzero().view(-1)
             alone = idx[nms_torch(boxes[idx], scores[idx], thr)].tolist()
             assert [k for k in keep if cls[k] == c] == alone
+
+
+def test_gpu_rounds_equal_cpu_rounds() -> None:
+    """The torch rounds (used for CUDA tensors) keep exactly what the NumPy rounds (CPU) keep."""
+    gen = torch.Generator().manual_seed(5)
+    for boxes, scores in adversarial_cases() + [(random_boxes(400, gen), torch.rand(400, generator=gen))]:
+        cls = torch.randint(0, 3, (len(scores),), generator=gen)
+        order = torch.sort(scores, descending=True, stable=True).indices
+        b = shifted(boxes, cls)[order]
+        group = torch.unique(cls[order], return_inverse=True)[1]
+        for thr in (0.3, 0.5, 0.9):
+            expected = batched_nms_torch(shifted(boxes, cls), scores, cls, thr)
+            assert order[_greedy_rounds_torch(b, group, thr)].tolist() == expected.tolist()
 
 
 def test_nms_torch_matches_torchvision() -> None:

@@ -181,3 +181,36 @@ def test_ddp_two_process_gloo_run(shapes: Path, tmp_path: Path) -> None:
     ckpt = load_checkpoint(tmp_path / "exp" / "weights" / "last.pt")
     assert ckpt["epoch"] == 0 and not any(k.startswith("module.") for k in ckpt["model"])
     assert "rank 1/2" in done.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+@pytest.mark.slow
+def test_switches_take_effect(shapes: Path, tmp_path: Path) -> None:
+    """--single-cls (1-class cfg), --no-ema, --no-savebest, --freeze, --optimizer, --name reach the run."""
+    from build_utils.cfg_edit import rewrite_cfg_classes
+
+    cfg = tmp_path / "one.cfg"
+    cfg.write_text(rewrite_cfg_classes((REPO / "cfg/yolov3-demo.cfg").read_text(), 1))
+    cmd = _train_cmd(
+        shapes,
+        tmp_path,
+        "--epochs",
+        "1",
+        "--notest",
+        "--single-cls",
+        "--no-ema",
+        "--no-savebest",
+        "--freeze",
+        "backbone",
+        "--optimizer",
+        "adam",
+        "--name",
+        "sw",
+    )
+    cmd[cmd.index("--cfg") + 1] = str(cfg)
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wdir = tmp_path / "sw" / "weights"
+    ckpt = load_checkpoint(wdir / "last.pt")
+    assert not (wdir / "best.pt").exists() and ckpt["ema"] is None and ckpt["class_names"] == ["object"]
+    assert "freeze backbone: backbone layers 0-9 frozen" in done.stderr
+    assert "betas" in ckpt["optimizer"]["param_groups"][0] and ckpt["options"]["optimizer"] == "adam"

@@ -79,6 +79,7 @@ def test_tiny_on_coco128_end_to_end(tmp_path: Path, tiny_weights: Path, coco128:
     assert dets and set(dets[0]) == {"image_id", "category_id", "bbox", "score"}
 
 
+@pytest.mark.slow
 def test_flags_take_effect(tmp_path: Path, tiny_weights: Path, mini: Path, repo_root: Path) -> None:
     data = write_data(tmp_path, mini, repo_root)
     args = base_args(tiny_weights, repo_root, data, tmp_path / "runs")

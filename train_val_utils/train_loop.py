@@ -90,7 +90,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataload
     size = cfg.img_size
     mloss = torch.zeros(4)  # running means of box, obj, cls, total
     n_targets = 0
-    bar = tqdm(enumerate(dataloader), total=nb, disable=not dist_info.is_main, ncols=120,
+    if dist_info.is_main:
+        logger.info(("%10s" * 8), "epoch", "mem", "box", "obj", "cls", "total", "targets", "size")
+    bar = tqdm(enumerate(dataloader), total=nb, disable=not dist_info.is_main,
                bar_format="{l_bar}{bar:10}{r_bar}")
     optimizer.zero_grad(set_to_none=True)
     for i, (imgs, targets, paths, _) in bar:

@@ -60,6 +60,12 @@ def _write_list(root: Path, split: str) -> Path:
     return out
 
 
+def _rel(path: Path, root: Path) -> str:
+    """Path relative to the dataset folder when inside it, so the folder can be moved as a whole."""
+    path = path.resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def main(args: argparse.Namespace) -> Path:
     setup_logging(args.verbose)
     root = Path(args.root).resolve()
@@ -68,14 +74,14 @@ def main(args: argparse.Namespace) -> Path:
     name = args.name or root.name
     train, val = _write_list(root, "train"), _write_list(root, "val")
     lines = [f"classes={len(names)}", f"train={train.name}", f"valid={val.name}",
-             f"names={names_path.resolve()}"]
+             f"names={_rel(names_path, root)}"]
     valid_json = Path(args.valid_json) if args.valid_json else root / "val_instances.json"
     if args.valid_json and not valid_json.is_file():
         raise UserError(f"{valid_json}: --valid-json not found")
     if valid_json.is_file():
-        lines.append(f"valid_json={valid_json.resolve()}")
+        lines.append(f"valid_json={_rel(valid_json, root)}")
         if (root / "category_ids.json").is_file():
-            lines.append(f"category_ids={(root / 'category_ids.json').resolve()}")
+            lines.append("category_ids=category_ids.json")
     data_path = root / f"{name}.data"
     data_path.write_text("\n".join(lines) + "\n")
     base = Path(args.base_cfg)
