@@ -95,6 +95,7 @@ def main(args: argparse.Namespace) -> None:
             rows.append(f"| {name} | {args.img_size} | {args.batch_size} | {n} | {n / best.wall_s:.1f} | "
                         f"{1000 * best.decode_s / n:.1f} | {1000 * best.forward_s / n:.1f} | "
                         f"{1000 * best.nms_s / n:.1f} | {1000 * best.write_s / n:.1f} |")
+            logger.info("row: %s", rows[-1])  # printed as soon as known: the next model may take long
     logger.info("device %s, torch %s, %d threads", args.device, torch.__version__, torch.get_num_threads())
     logger.info("| model | size | batch | images | images/s end to end | decode+letterbox ms | forward ms | "
                 "NMS ms | draw+write ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n%s",
