@@ -111,28 +111,34 @@ def scale_coords(
     return clip_coords(y, img0_shape)
 
 
-def _greedy_rounds_numpy(b: np.ndarray, group: np.ndarray, iou_thres: float) -> np.ndarray:
-    """CPU rounds of `batched_nms_torch` in NumPy: same float32 arithmetic, but no thread-pool hand-off per
-    tiny op (a torch loop of small ops slows down 5-10x on a busy 2-core machine)."""
+def _greedy_numpy(b: np.ndarray, group: np.ndarray, iou_thres: float, max_keep: int | None) -> np.ndarray:
+    """CPU greedy NMS in NumPy, same float32 arithmetic as torchvision, stopping after `max_keep` keeps.
+
+    Boxes arrive in score order, so keeps come out best first and the first `max_keep` of them are
+    exactly the first `max_keep` keeps of a full pass. Each keep costs one vectorised IoU row over the
+    later boxes; suppressed boxes cost one flag test. That bounds an untrained model's 30,000
+    candidates at conf 0.001 to max_det rows (tens of ms) instead of one round per kept box.
+    """
     n = b.shape[0]
     x1, y1, x2, y2 = (np.ascontiguousarray(v) for v in b.T)
     areas = (x2 - x1) * (y2 - y1)  # (n,) the same arithmetic as torchvision's kernel
-    head_of = np.empty(int(group.max()) + 1, dtype=np.int64)
-    kept, remaining = [], np.arange(n)  # positions in score order, ascending
-    while remaining.size:
-        g = group[remaining]
-        head_of.fill(n)
-        np.minimum.at(head_of, g, remaining)
-        head = head_of[g]  # (r,) best remaining position of each box's group
-        is_head = remaining == head
-        kept.append(remaining[is_head])
-        w = np.maximum(np.minimum(x2[head], x2[remaining]) - np.maximum(x1[head], x1[remaining]), 0)
-        h = np.maximum(np.minimum(y2[head], y2[remaining]) - np.maximum(y1[head], y1[remaining]), 0)
+    suppressed = np.zeros(n, dtype=bool)
+    kept: list[int] = []
+    limit = n if max_keep is None else max_keep
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        if len(kept) >= limit:
+            break
+        rest = slice(i + 1, n)
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = w * h
         with np.errstate(invalid="ignore", divide="ignore"):
-            iou = inter / (areas[head] + areas[remaining] - inter)
-        remaining = remaining[~is_head & ~(iou > iou_thres)]  # NaN never suppresses
-    return np.sort(np.concatenate(kept))
+            iou = inter / (areas[i] + areas[rest] - inter)
+        suppressed[rest] |= (iou > iou_thres) & (group[rest] == group[i])  # NaN never suppresses
+    return np.asarray(kept, dtype=np.int64)
 
 
 def _greedy_rounds_torch(b: torch.Tensor, group: torch.Tensor, iou_thres: float) -> torch.Tensor:
@@ -156,17 +162,22 @@ def _greedy_rounds_torch(b: torch.Tensor, group: torch.Tensor, iou_thres: float)
 
 
 def batched_nms_torch(
-    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_thres: float
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    iou_thres: float,
+    max_keep: int | None = None,
 ) -> torch.Tensor:
     """Greedy per-group NMS without torchvision, with the exact arithmetic of `torchvision.ops.nms`.
 
     Boxes are visited by score, descending, ties in input order (stable sort); a box suppresses every
     later box of its group (`idxs`) whose IoU with it is strictly above `iou_thres`; an IoU of 0/0 (two
-    zero-area boxes) is NaN and suppresses nothing. Groups are independent, so each round keeps the
-    best remaining box of every group at once and suppresses within groups: the rounds number the most
-    keeps of one class, not all keeps, and memory stays O(boxes). Returns kept indices, best first.
-    On boxes shifted apart per class (`batched_nms_xyxy`), the keeps equal torchvision's on the same boxes.
-    CPU tensors run the rounds in NumPy (float32 either way), GPU tensors in torch.
+    zero-area boxes) is NaN and suppresses nothing. Returns kept indices, best first; on boxes shifted
+    apart per class (`batched_nms_xyxy`), the keeps equal torchvision's on the same boxes.
+    CPU tensors run a sequential greedy pass in NumPy that stops after `max_keep` keeps. GPU tensors
+    run rounds in torch: groups are independent, so each round keeps the best remaining box of every
+    group at once, and the rounds number the most keeps of one class, not all keeps (few kernel
+    launches). `max_keep` only truncates: the keeps returned are the first `max_keep` of the full result.
     """
     if boxes.shape[0] == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
@@ -174,9 +185,9 @@ def batched_nms_torch(
     b = boxes[order]  # (n, 4) by score
     group = torch.unique(idxs[order], return_inverse=True)[1]  # (n,) group ids 0..G-1
     if b.device.type == "cpu":
-        pos = torch.from_numpy(_greedy_rounds_numpy(b.detach().numpy(), group.numpy(), iou_thres))
+        pos = torch.from_numpy(_greedy_numpy(b.detach().numpy(), group.numpy(), iou_thres, max_keep))
     else:
-        pos = _greedy_rounds_torch(b, group, iou_thres)
+        pos = _greedy_rounds_torch(b, group, iou_thres)[:max_keep]
     return order[pos]
 
 
@@ -186,7 +197,12 @@ def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> to
 
 
 def batched_nms_xyxy(
-    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thres: float, agnostic: bool = False
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    iou_thres: float,
+    agnostic: bool = False,
+    max_keep: int | None = None,
 ) -> torch.Tensor:
     """Class-aware NMS through coordinate offsets (kept indices, best first).
 
@@ -196,8 +212,8 @@ def batched_nms_xyxy(
     cls = torch.zeros_like(scores, dtype=torch.int64) if agnostic else classes.long()
     shifted = boxes + cls.to(boxes.dtype)[:, None] * MAX_WH  # (n, 4)
     if _tv_nms is not None:
-        return _tv_nms(shifted, scores, iou_thres)
-    return batched_nms_torch(shifted, scores, cls, iou_thres)
+        return _tv_nms(shifted, scores, iou_thres)[:max_keep]
+    return batched_nms_torch(shifted, scores, cls, iou_thres, max_keep)
 
 
 def _candidates(x: torch.Tensor, conf_thres: float, multi_label: bool) -> torch.Tensor:
@@ -243,6 +259,6 @@ def non_max_suppression(
         if det.shape[0] == 0:
             out.append(pred.new_zeros((0, 6)))
             continue
-        keep = batched_nms_xyxy(det[:, :4], det[:, 4], det[:, 5], iou_thres, agnostic)[:max_det]
+        keep = batched_nms_xyxy(det[:, :4], det[:, 4], det[:, 5], iou_thres, agnostic, max_keep=max_det)
         out.append(det[keep])
     return out
