@@ -8,9 +8,7 @@ never executed.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from build_utils.atomic import atomic_write
 from build_utils.errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -30,18 +29,8 @@ def save_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> None:
 
     A crash mid-write leaves the previous checkpoint intact instead of a truncated file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(ckpt), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(dict(ckpt), f)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,14 +9,13 @@ float32 `bn.bias, bn.weight, running_mean, running_var` (or `conv.bias` without 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from build_utils.atomic import atomic_write
 from build_utils.errors import WeightsError
 from modules.checkpoint import load_checkpoint, load_matching_state_dict, save_checkpoint
 from modules.model import DarkNet
@@ -104,20 +103,10 @@ def save_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1,
     """Write Darknet weights (first `cutoff` layers); `header` from a load keeps the file byte-identical."""
     header = header or {"major": 0, "minor": 2, "revision": 0, "seen": 0}
     major, minor = int(header["major"]), int(header["minor"])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.array([major, minor, int(header["revision"])], dtype=np.int32).tofile(f)
-            seen_type = np.int64 if _wide_seen(major, minor) else np.int32
-            np.array([int(header["seen"])], dtype=seen_type).tofile(f)
-            for tensors in _conv_tensors(model, cutoff):
-                for t in tensors:
-                    t.detach().cpu().float().numpy().astype(np.float32).tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.array([major, minor, int(header["revision"])], dtype=np.int32).tofile(f)
+        seen_type = np.int64 if _wide_seen(major, minor) else np.int32
+        np.array([int(header["seen"])], dtype=seen_type).tofile(f)
+        for tensors in _conv_tensors(model, cutoff):
+            for t in tensors:
+                t.detach().cpu().float().numpy().astype(np.float32).tofile(f)
