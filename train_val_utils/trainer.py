@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import time
@@ -224,18 +225,22 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         opt, stale = self.opt, 0
-        zeros = {"precision": 0.0, "recall": 0.0, "map50": 0.0, "map": 0.0}
+        # Epochs skipped by --notest log NaN metrics (blank in results.png, never read as mAP 0) and
+        # neither change the best fitness nor count towards --patience.
+        not_evaluated = {"precision": math.nan, "recall": math.nan, "map50": math.nan, "map": math.nan}
         for epoch in range(self.start_epoch, opt.epochs):
             losses, seconds = self._run_epoch(epoch)
             last = epoch == opt.epochs - 1
             stop = False
             if self.dist.is_main:
-                metrics = self._evaluate() if (not opt.notest or last) else zeros
-                fit = fitness(metrics)
-                improved = fit > self.best_fitness
-                self.best_fitness = max(fit, self.best_fitness)
-                stale = 0 if improved else stale + 1
-                row = {"epoch": epoch, **losses, **{k: float(metrics[k]) for k in zeros},
+                evaluated = not opt.notest or last
+                metrics = self._evaluate() if evaluated else not_evaluated
+                fit = fitness(metrics) if evaluated else math.nan
+                improved = evaluated and fit > self.best_fitness
+                self.best_fitness = max(fit, self.best_fitness) if evaluated else self.best_fitness
+                if evaluated:
+                    stale = 0 if improved else stale + 1
+                row = {"epoch": epoch, **losses, **{k: float(metrics[k]) for k in not_evaluated},
                        "seconds": round(seconds, 2)}
                 self.log.log_epoch(row)
                 plot_results(self.log.rows, self.save_dir / "results.png")
