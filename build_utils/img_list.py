@@ -15,7 +15,12 @@ from build_utils.errors import DatasetError
 from build_utils.image_io import is_image_file
 
 
-def _from_list_file(list_path: Path) -> list[str]:
+def read_list_file(list_path: Path) -> list[Path]:
+    """A `.txt` list: one path per line (blank lines and `#` comments skipped).
+
+    A relative entry is resolved against the list's own folder, so a dataset folder can be moved
+    as a whole; an entry that does not exist there is kept relative to the working directory.
+    """
     root = list_path.parent
     out = []
     for line in list_path.read_text(encoding="utf-8").splitlines():
@@ -23,7 +28,7 @@ def _from_list_file(list_path: Path) -> list[str]:
         if not entry or entry.startswith("#"):
             continue
         p = Path(entry)
-        out.append(str(p if p.is_absolute() else (root / p)))
+        out.append(p if p.is_absolute() or not (root / p).exists() and p.exists() else root / p)
     return out
 
 
@@ -33,7 +38,7 @@ def _expand_one(path: str | Path) -> list[str]:
     if p.is_dir():
         return sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
     if p.is_file() and p.suffix.lower() == ".txt":
-        return [f for f in _from_list_file(p) if is_image_file(f)]
+        return [str(f) for f in read_list_file(p) if is_image_file(f)]
     if p.is_file() and is_image_file(p):
         return [text]
     if any(ch in text for ch in "*?["):

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 
 from build_utils.errors import DatasetError
-from build_utils.image_io import read_image
+from build_utils.image_io import is_image_file, read_image
+from build_utils.img_list import read_list_file
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm", ".asf"})
 _GLOB_CHARS = set("*?[")
 _DONE = object()  # end-of-stream marker in the prefetch queue
@@ -68,7 +68,7 @@ class Frame:
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    return is_image_file(path)
 
 
 def is_video(path: Path) -> bool:
@@ -83,20 +83,6 @@ def _common_root(files: list[Path]) -> Path | None:
     return Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
 
 
-def _from_list_file(path: Path) -> list[Path]:
-    """A `.txt` list: one path per line, relative to the list's folder (else the working directory)."""
-    files = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        candidate = Path(line)
-        if not candidate.is_absolute() and (path.parent / candidate).exists():
-            candidate = path.parent / candidate
-        files.append(candidate)
-    return files
-
-
 def resolve_source(source: str | Path) -> SourceSpec:
     """Turn `--source` into a `SourceSpec`; raises `DatasetError` when it names nothing usable."""
     text = str(source).strip()
@@ -109,7 +95,7 @@ def resolve_source(source: str | Path) -> SourceSpec:
         ignored = [p for p in found if p not in set(usable)]
         spec = SourceSpec(files=usable, root=path, ignored=ignored)
     elif path.is_file() and path.suffix.lower() == ".txt":
-        files = [p.resolve() for p in _from_list_file(path)]
+        files = [p.resolve() for p in read_list_file(path)]
         spec = SourceSpec(files=files, root=_common_root(files))
     elif path.is_file():
         spec = SourceSpec(files=[path], root=None)
