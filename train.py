@@ -22,6 +22,7 @@ import torch
 from build_utils.cli import run_cli, setup_logging
 from build_utils.errors import UserError
 from train_val_utils.distributed_utils import cleanup_distributed, init_distributed
+from train_val_utils.run_config import resolve_run_config
 from train_val_utils.trainer import Trainer
 
 logger = logging.getLogger("train")
@@ -57,6 +58,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="mixed precision (default: on for CUDA, off on CPU)")
     p.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default="float16",
                    help="autocast dtype; CPU autocast always uses bfloat16")
+    p.add_argument("--channels-last", action=bool_flag, default=True,
+                   help="model and batches in channels_last memory (faster convs on CPU and GPU; changes "
+                        "float rounding, so --no-channels-last for bit-equality with older runs)")
+    p.add_argument("--compile", action=bool_flag, default=False,
+                   help="torch.compile the training forward (needs a C++ compiler on CPU; first steps slow)")
     p.add_argument("--ema", action=bool_flag, default=True, help="keep an EMA of the weights for evaluation")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
                    help="continue a run: newest runs/train/*/weights/last.pt, or PATH")
@@ -99,7 +105,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     defaults = vars(get_args_parser().parse_args([]))
     dist_info = init_distributed(args.device)
     try:
-        trainer = Trainer(args, defaults, dist_info)
+        run, ckpt, ckpt_path = resolve_run_config(args, defaults)
+        trainer = Trainer(run, dist_info, ckpt, ckpt_path)
         start = time.time()
         result = trainer.fit()
         if dist_info.is_main:

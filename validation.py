@@ -69,7 +69,8 @@ def parse_category_ids(value: Any, data_path: str) -> list[int] | None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import LoadImagesAndLabels, collate_fn
     from modules.loading import load_model
-    from train_val_utils.train_eval_body import evaluate, record_map_text
+    from train_val_utils.engine import EvalOptions, evaluate
+    from train_val_utils.reporting import record_map_text
 
     device = select_device(args.device)
     data = parse_data_cfg(args.data)
@@ -95,9 +96,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                          num_workers=args.workers, collate_fn=collate_fn,
                                          pin_memory=device.type == "cuda")
     save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok)
-    results = evaluate(model, loader, names, device, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                       save_dir=save_dir, plots=args.plots, save_json=args.save_json, verbose=args.verbose,
-                       coco_json=coco_json, category_ids=category_ids)
+    options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
+                          save_json=args.save_json, verbose=args.verbose, coco_json=coco_json,
+                          category_ids=category_ids)
+    results = evaluate(model, loader, names, device, options, save_dir=save_dir)
     (save_dir / "metrics.json").write_text(json.dumps(results, indent=1))
     (save_dir / "record_mAP.txt").write_text(record_map_text(results))
     logger.info("Results saved to %s", save_dir)

@@ -56,8 +56,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="'cpu', a GPU index such as '0', or '' for auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                         help="autocast (bfloat16 on CPU, float16 on CUDA) + GradScaler for the forward/loss")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
-                        help="model and images in channels_last memory format")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="model and images in channels_last memory format (train.py default)")
     parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
     return parser
 

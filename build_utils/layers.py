@@ -45,8 +45,15 @@ class DarknetMaxPool(nn.Module):
         self.pool = nn.MaxPool2d(size, stride, padding=self.left if symmetric else 0)
         self.symmetric = symmetric
 
+    def _pad_reaches_a_window(self, h: int, w: int) -> bool:
+        """False when no window would touch the right/bottom pad (e.g. size 2, stride 2 on even sizes)."""
+        if self.left:
+            return True
+        size, stride = self.size, self.stride
+        return any((d + self.right - size) // stride != (d - size) // stride for d in (h, w))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (bs, c, h, w) -> (bs, c, h', w')
-        if not self.symmetric:
+        if not self.symmetric and self._pad_reaches_a_window(int(x.shape[-2]), int(x.shape[-1])):
             x = F.pad(x, (self.left, self.right, self.left, self.right), mode="replicate")
         return self.pool(x)
 

@@ -36,7 +36,8 @@ def parity(darknet_dir, tiny_weights):
 
 
 def _items(loss_items: dict[str, torch.Tensor]) -> dict[str, float]:
-    out = {k: float(loss_items[f"{name}_loss"]) for k, name in (("box", "box"), ("obj", "obj"), ("cls", "class"))}
+    keys = {"box": "box_loss", "obj": "obj_loss", "cls": "class_loss"}
+    out = {k: float(loss_items[name]) for k, name in keys.items()}
     out["total"] = sum(out.values())
     return out
 

@@ -19,9 +19,10 @@ from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from modules.checkpoint import load_checkpoint
 from modules.model import DarkNet
 from train_val_utils.distributed_utils import DistInfo
+from train_val_utils.engine import NonFiniteLossError, StepSchedule, TrainKit, train_one_epoch
 from train_val_utils.hyp import load_hyp, scale_loss_gains
+from train_val_utils.loss import compute_loss
 from train_val_utils.optim import build_optimizer
-from train_val_utils.train_loop import EpochConfig, NonFiniteLossError, train_one_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -89,20 +90,14 @@ def test_nan_guard_names_the_batch_files(shapes: Path) -> None:
     with torch.no_grad():
         model.module_list[0].conv.weight.fill_(float("nan"))
     hyp = load_hyp(REPO / "cfg/hyp-demo.yaml")
-    cfg = EpochConfig(epoch=0, epochs=1, accumulate=1, nbs=4, warmup_iters=0, img_size=64)
+    loss_hyp = scale_loss_gains(hyp, 5, 64)
+    kit = TrainKit(model=model, loss_fn=lambda p, t: compute_loss(p, t, model, loss_hyp),
+                   optimizer=build_optimizer(model, "sgd", hyp),
+                   scaler=torch.amp.GradScaler("cpu", enabled=False),
+                   ema=None, device=torch.device("cpu"), dist=DistInfo(0, 1, 0, torch.device("cpu")))
+    schedule = StepSchedule(accumulate=1, nbs=4, warmup_iters=0, img_size=64)
     with pytest.raises(NonFiniteLossError) as err:
-        train_one_epoch(
-            model,
-            build_optimizer(model, "sgd", hyp),
-            loader,
-            torch.device("cpu"),
-            scale_loss_gains(hyp, 5, 64),
-            cfg,
-            torch.amp.GradScaler("cpu", enabled=False),
-            None,
-            1.0,
-            DistInfo(0, 1, 0, torch.device("cpu")),
-        )
+        train_one_epoch(kit, loader, 0, 1, 1.0, schedule)
     assert "non-finite loss" in str(err.value) and dataset.img_files[0] in str(err.value)
 
 

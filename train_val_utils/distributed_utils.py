@@ -78,13 +78,12 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of `tensor` over ranks (for logging losses); a copy, the input is untouched."""
-    if not info.distributed:
-        return tensor.clone()
+def reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of `tensor` over ranks (running loss sums and counts); a copy, the input is untouched."""
     out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / info.world_size
+    if info.distributed:
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:

@@ -1,0 +1,82 @@
+"""`RunConfig`: a training run's options, resolved once (command line, or the checkpoint) and frozen.
+
+Everything below `train.py` reads its settings from this one object; nothing edits the parsed
+arguments. On `--resume` the checkpoint's options win, except the few a resumed run may change
+(`modules`' resume rules); options added to the suite after a checkpoint was written take this
+command line's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from build_utils.errors import UserError
+from modules.checkpoint import load_checkpoint
+from train_val_utils.checkpoint_state import find_last_checkpoint, resume_options
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The options of one training run (the flags of `train.py --help`, which holds their defaults)."""
+
+    cfg: str
+    data: str
+    hyp: str
+    weights: str
+    epochs: int
+    batch_size: int
+    nbs: int
+    img_size: int
+    multi_scale: bool
+    rect: bool
+    cache_images: bool
+    freeze: str
+    optimizer: str
+    device: str
+    workers: int
+    amp: bool | None
+    amp_dtype: str
+    ema: bool
+    resume: str | None
+    notest: bool
+    savebest: bool
+    patience: int
+    single_cls: bool
+    sync_bn: bool
+    seed: int
+    deterministic: bool
+    strict: bool
+    project: str
+    name: str
+    exist_ok: bool
+    verbose: bool
+    channels_last: bool
+    compile: bool
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> RunConfig:
+        """Build from a plain dict (``vars(args)`` or a checkpoint's options); unknown keys are ignored."""
+        missing = [f.name for f in fields(cls) if f.name not in options]
+        if missing:
+            raise UserError(f"run options lack {', '.join(missing)}; pass them on the command line")
+        return cls(**{f.name: options[f.name] for f in fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain types only: checkpoints store this (weights_only loading reads it)."""
+        return asdict(self)
+
+
+def resolve_run_config(args: argparse.Namespace, defaults: dict[str, Any]
+                       ) -> tuple[RunConfig, dict[str, Any] | None, Path | None]:
+    """(frozen options, checkpoint to resume or None, its path or None); `args` is left untouched."""
+    given = dict(vars(args))
+    if given.get("resume") is None:
+        return RunConfig.from_options(given), None, None
+    path = find_last_checkpoint(given["project"]) if given["resume"] == "latest" else Path(given["resume"])
+    ckpt = load_checkpoint(path)
+    merged = resume_options(ckpt, path, given, defaults)
+    merged["resume"] = str(path)
+    return RunConfig.from_options({**given, **merged}), ckpt, path
