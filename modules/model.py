@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from build_utils.errors import ConfigError
-from build_utils.layers import DarknetMaxPool, Route, Shortcut, make_activation
 from build_utils.parse_config import parse_model_cfg_text
+from modules.layers import DarknetMaxPool, Route, Shortcut, make_activation
 from modules.yolo_layer import YOLOLayer
 
 logger = logging.getLogger(__name__)
