@@ -25,17 +25,18 @@ from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.errors import ConfigError, UserError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import increment_path
-from modules.checkpoint import load_checkpoint, save_checkpoint
-from modules.loading import load_model
-from modules.model import DarkNet
-from train_val_utils.checkpoint_state import (
+from build_utils.torch_utils import unwrap_model as unwrap
+from modules.checkpoint import (
     build_checkpoint,
     find_last_checkpoint,
+    load_checkpoint,
     restore_training_state,
     resume_options,
+    save_checkpoint,
     strip_checkpoint,
-    unwrap,
 )
+from modules.loading import load_model
+from modules.model import DarkNet
 from train_val_utils.distributed_utils import DistInfo, barrier, broadcast_object
 from train_val_utils.ema import ModelEMA
 from train_val_utils.hyp import load_hyp, scale_loss_gains, validate_hyp
