@@ -21,10 +21,10 @@ from build_utils.cli import run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import load_class_names
 from build_utils.run_dir import increment_path
-from build_utils.sources import resolve_source
 from build_utils.torch_utils import select_device
 from modules.loading import load_model
 from train_val_utils.detections_io import ResultWriter
+from train_val_utils.predict_sources import resolve_source
 from train_val_utils.predictor import PredictOptions, PredictStats, run_predict
 
 logger = logging.getLogger("predict")

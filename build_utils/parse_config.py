@@ -222,12 +222,17 @@ def parse_model_cfg_text(text: str, source: str = "<cfg>") -> list[dict[str, Any
     return sections
 
 
-def parse_model_cfg(path: str | Path) -> list[dict[str, Any]]:
-    """Read and parse a Darknet `.cfg` file (see `parse_model_cfg_text`)."""
+def read_model_cfg(path: str | Path) -> str:
+    """The text of a Darknet `.cfg` file; `ConfigError` when it does not exist."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}:0: cfg file not found; pass an existing .cfg such as cfg/yolov3-spp.cfg")
-    return parse_model_cfg_text(path.read_text(encoding="utf-8"), str(path))
+    return path.read_text(encoding="utf-8")
+
+
+def parse_model_cfg(path: str | Path) -> list[dict[str, Any]]:
+    """Read and parse a Darknet `.cfg` file (see `parse_model_cfg_text`)."""
+    return parse_model_cfg_text(read_model_cfg(path), str(path))
 
 
 def load_class_names(path: str | Path) -> list[str]:

@@ -6,6 +6,7 @@ import os
 import time
 
 import torch
+from torch import nn
 
 from build_utils.errors import UserError
 
@@ -48,3 +49,9 @@ def time_sync() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter()
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel/DataParallel wrapper, or the model itself."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model

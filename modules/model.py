@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from build_utils.errors import ConfigError
-from build_utils.layers import DarknetMaxPool, Route, Shortcut, make_activation
-from build_utils.parse_config import parse_model_cfg_text
+from build_utils.parse_config import parse_model_cfg_text, read_model_cfg
+from modules.layers import DarknetMaxPool, Route, Shortcut, make_activation
 from modules.yolo_layer import YOLOLayer
 
 logger = logging.getLogger(__name__)
@@ -94,18 +94,16 @@ class DarkNet(nn.Module):
     """A Darknet cfg as a PyTorch model; see docs/architecture.md for the forward contract."""
 
     def __init__(self, cfg: str | Path, verbose: bool = False, *, cfg_text: str | None = None) -> None:
+        """Build from the cfg file `cfg`, or from `cfg_text` with `cfg` naming its source in errors.
+
+        The text goes through the one cfg parser (`build_utils/parse_config.py`), which validates it
+        and reports mistakes as `path:line`; this class only turns its typed section dicts into modules.
+        """
         super().__init__()
-        if cfg_text is None:
-            path = Path(cfg)
-            if not path.is_file():
-                raise ConfigError(
-                    f"{path}:0: cfg file not found; pass an existing .cfg such as cfg/yolov3-spp.cfg"
-                )
-            cfg_text = path.read_text(encoding="utf-8")
         source = str(cfg)
-        sections = parse_model_cfg_text(cfg_text, source)
-        self.cfg_text = cfg_text
+        self.cfg_text = read_model_cfg(cfg) if cfg_text is None else cfg_text
         self.cfg_name = Path(source).name
+        sections = parse_model_cfg_text(self.cfg_text, source)  # [net, layer0, layer1, ...]
         self.net_info = sections[0]
         self.module_defs = sections[1:]
         in_ch = self.net_info.get("channels", 3)

@@ -1,4 +1,4 @@
-"""Darknet `.weights` read/write, plus the `.pt` checkpoint helpers (re-exported from checkpoint.py).
+"""Darknet `.weights` read/write (our `.pt` checkpoints live in `modules/checkpoint.py`).
 
 Darknet layout (guide section 5): int32 major, minor, revision; `seen` as int64 when
 major*10+minor >= 2 (and both < 1000) else int32; then per `[convolutional]` in cfg order,
@@ -17,17 +17,26 @@ import torch
 
 from build_utils.atomic import atomic_write
 from build_utils.errors import WeightsError
-from modules.checkpoint import load_checkpoint, load_matching_state_dict, save_checkpoint
 from modules.model import DarkNet
-
-__all__ = ["load_darknet_weights", "save_darknet_weights", "darknet_float_count",
-           "save_checkpoint", "load_checkpoint", "load_matching_state_dict"]
 
 logger = logging.getLogger(__name__)
 
 
-def _wide_seen(major: int, minor: int) -> bool:
-    return major * 10 + minor >= 2 and major < 1000 and minor < 1000
+def seen_dtype(major: int, minor: int) -> type[np.integer]:
+    """Width of the header's `seen` counter: int64 when major*10+minor >= 2 (both < 1000), else int32.
+
+    Darknet widened `seen` in version 0.2; the rule decides whether the floats start at byte 20 or 16.
+    """
+    return np.int64 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else np.int32
+
+
+def darknet_file_floats(path: str | Path) -> int:
+    """How many float32 follow the header of a Darknet `.weights` file (read from the header alone)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        major, minor, _ = (int(v) for v in np.fromfile(f, dtype=np.int32, count=3))
+    header_bytes = 3 * 4 + np.dtype(seen_dtype(major, minor)).itemsize
+    return (path.stat().st_size - header_bytes) // 4
 
 
 def _conv_tensors(model: DarkNet, cutoff: int) -> list[list[torch.Tensor]]:
@@ -54,17 +63,26 @@ def darknet_float_count(model: DarkNet, cutoff: int = -1) -> int:
     return sum(t.numel() for ts in _conv_tensors(model, cutoff) for t in ts)
 
 
-def _mismatch_message(model: DarkNet, path: Path, have: int, need: int) -> str:
-    """Both counts and the likeliest cause, including the class count that would fit, if any."""
-    coef = 0  # floats per (5+nc) unit, summed over the predictor convs
+def fitting_class_count(model: DarkNet, have: int) -> int | None:
+    """The class count whose predictor convs would make `have` floats fit this cfg, if any.
+
+    Only the predictor convs depend on the class count: each holds na * (in_ch * k * k + 1) floats
+    per unit of (5 + nc), so a file of another class count differs by a multiple of that sum.
+    """
+    coef = 0  # floats per unit of (5 + nc), summed over the predictor convs
     for i in model.yolo_layers:
         conv, yolo = model.module_list[i - 1].conv, model.module_list[i]
         coef += yolo.na * (conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1] + 1)
-    base = need - coef * (5 + model.nc)
-    hint = ""
+    base = darknet_float_count(model) - coef * (5 + model.nc)
     if coef and (have - base) % coef == 0 and (have - base) // coef > 5:
-        fit = (have - base) // coef - 5
-        hint = f" The file fits this cfg with classes={fit}: regenerate the cfg for that count."
+        return (have - base) // coef - 5
+    return None
+
+
+def _mismatch_message(model: DarkNet, path: Path, have: int, need: int) -> str:
+    """Both counts and the likeliest cause, including the class count that would fit, if any."""
+    fit = fitting_class_count(model, have)
+    hint = "" if fit is None else f" The file fits this cfg with classes={fit}: regenerate the cfg for it."
     cause = "a truncated download or a cfg with more layers" if have < need else "weights of another cfg"
     return (f"{path}: holds {have:,} floats but {model.cfg_name} needs {need:,}; likely cause: wrong cfg, "
             f"wrong class count (predictor filters) or {cause}.{hint}")
@@ -81,7 +99,7 @@ def load_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1) -> 
         raise WeightsError(f"{path}: weights file not found")
     with open(path, "rb") as f:
         major, minor, revision = (int(v) for v in np.fromfile(f, dtype=np.int32, count=3))
-        seen = int(np.fromfile(f, dtype=np.int64 if _wide_seen(major, minor) else np.int32, count=1)[0])
+        seen = int(np.fromfile(f, dtype=seen_dtype(major, minor), count=1)[0])
         data = np.fromfile(f, dtype=np.float32)
     groups = _conv_tensors(model, cutoff)
     need = sum(t.numel() for ts in groups for t in ts)
@@ -105,8 +123,7 @@ def save_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1,
     major, minor = int(header["major"]), int(header["minor"])
     with atomic_write(path) as f:
         np.array([major, minor, int(header["revision"])], dtype=np.int32).tofile(f)
-        seen_type = np.int64 if _wide_seen(major, minor) else np.int32
-        np.array([int(header["seen"])], dtype=seen_type).tofile(f)
+        np.array([int(header["seen"])], dtype=seen_dtype(major, minor)).tofile(f)
         for tensors in _conv_tensors(model, cutoff):
             for t in tensors:
                 t.detach().cpu().float().numpy().astype(np.float32).tofile(f)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
+from data.scripts.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
 from modules.model import DarkNet
 from train_val_utils.hyp import load_hyp, scale_loss_gains
 from train_val_utils.iou import bbox_iou, bbox_iou_xyxy, wh_iou

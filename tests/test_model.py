@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from build_utils.errors import ConfigError
+from build_utils.parse_config import parse_model_cfg
 from modules.model import DarkNet
 
 TABLE = {  # cfg: (parameters, {img_size: GFLOPs})
@@ -209,3 +210,19 @@ def test_build_errors():
         DarkNet.from_cfg_text(text, "v4.cfg")
     with pytest.raises(ConfigError, match="equal channels"):
         DarkNet.from_cfg_text(V4_STYLE.replace("[maxpool]", "[shortcut]\nfrom=-3\n[maxpool]"), "v4.cfg")
+
+
+def test_built_from_the_parser_output(repo_root, tmp_path):
+    """One cfg parser: module_defs/net_info are parse_model_cfg's sections; errors name path:line."""
+    path = repo_root / "cfg" / "yolov3-tiny.cfg"
+    model = DarkNet(path)
+    assert [model.net_info, *model.module_defs] == parse_model_cfg(path)
+    assert model.cfg_text == path.read_text(encoding="utf-8") and model.cfg_name == "yolov3-tiny.cfg"
+    again = DarkNet.from_cfg_text(model.cfg_text, "ckpt.pt")
+    assert again.module_defs == model.module_defs and again.cfg_name == "ckpt.pt"
+    with pytest.raises(ConfigError, match=r"nope\.cfg:0: cfg file not found"):
+        DarkNet(tmp_path / "nope.cfg")
+    bad = model.cfg_text.replace("filters=255", "filters=254", 1)
+    line = bad.splitlines().index("filters=254") + 1
+    with pytest.raises(ConfigError, match=rf"^bad\.cfg:{line}: \[convolutional\]"):
+        DarkNet.from_cfg_text(bad, "bad.cfg")

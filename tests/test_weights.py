@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from build_utils.errors import WeightsError
+from modules.checkpoint import load_checkpoint, load_matching_state_dict, save_checkpoint
 from modules.loading import load_model
 from modules.model import DarkNet
 from modules.weights import (
+    darknet_file_floats,
     darknet_float_count,
-    load_checkpoint,
+    fitting_class_count,
     load_darknet_weights,
-    load_matching_state_dict,
-    save_checkpoint,
     save_darknet_weights,
 )
 
@@ -43,6 +43,7 @@ def test_sizes_and_byte_identical_round_trip(repo_root, tmp_path, name):
     first, second = tmp_path / "a.weights", tmp_path / "b.weights"
     save_darknet_weights(model, first, header={"major": 0, "minor": 2, "revision": 5, "seen": 123456789012})
     assert first.stat().st_size == nbytes
+    assert darknet_file_floats(first) == floats  # int64 seen: 20 header bytes
     other = DarkNet(repo_root / "cfg" / name)
     header = load_darknet_weights(other, first)
     assert header == {"major": 0, "minor": 2, "revision": 5, "seen": 123456789012}
@@ -55,6 +56,7 @@ def test_narrow_seen_header_round_trip(repo_root, tmp_path):
     path = tmp_path / "old.weights"
     save_darknet_weights(model, path, header={"major": 0, "minor": 1, "revision": 0, "seen": 64})
     assert path.stat().st_size == 16 + 4 * 8_858_734  # int32 seen
+    assert darknet_file_floats(path) == 8_858_734
     assert np.fromfile(path, dtype=np.int32, count=4).tolist() == [0, 1, 0, 64]
     assert load_darknet_weights(DarkNet(repo_root / "cfg" / "yolov3-tiny.cfg"), path)["seen"] == 64
 
@@ -91,6 +93,9 @@ def test_size_mismatch_names_counts_and_class_count(repo_root, tiny_weights, tmp
     msg = str(info.value)
     assert "holds 8,858,734 floats" in msg and f"needs {darknet_float_count(model):,}" in msg
     assert "wrong class count" in msg and "classes=80" in msg
+    assert fitting_class_count(model, darknet_file_floats(tiny_weights)) == 80
+    assert fitting_class_count(model, darknet_float_count(model)) == 20
+    assert fitting_class_count(model, darknet_float_count(model) + 1) is None
     truncated = tmp_path / "cut.weights"
     truncated.write_bytes(tiny_weights.read_bytes()[:1_000_000])
     with pytest.raises(WeightsError, match="truncated download"):

@@ -1,6 +1,6 @@
 """The predict pipeline: sources -> letterbox -> forward -> NMS -> scale -> writer.
 
-Three stages run at once: a prefetch thread decodes and letterboxes (`build_utils.sources`), the
+Three stages run at once: a prefetch thread decodes and letterboxes (`predict_sources.py`), the
 calling thread runs the model and NMS, and a writer thread draws and saves
 (`train_val_utils.detections_io`). Consecutive frames with the same letterboxed shape are batched
 up to `batch_size`; letterboxing pads only to the next multiple of the stride (`auto=True`), so a
@@ -20,10 +20,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from build_utils.augment import letterbox
-from build_utils.sources import Frame, FramePrefetcher, SourceSpec
 from build_utils.torch_utils import time_sync
 from train_val_utils.boxes import non_max_suppression, scale_coords
 from train_val_utils.detections_io import ResultWriter, summary_text
+from train_val_utils.predict_sources import Frame, FramePrefetcher, SourceSpec
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from build_utils.errors import UserError
-from modules.checkpoint import load_checkpoint
-from train_val_utils.checkpoint_state import find_last_checkpoint, resume_options
+from modules.checkpoint import find_last_checkpoint, load_checkpoint, resume_options
 
 
 @dataclass(frozen=True)

@@ -11,47 +11,31 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.errors import UserError, WeightsError
 from modules.checkpoint import load_checkpoint, load_matching_state_dict
 from modules.model import DarkNet
-from modules.weights import darknet_float_count, load_darknet_weights
+from modules.weights import (
+    darknet_file_floats,
+    darknet_float_count,
+    fitting_class_count,
+    load_darknet_weights,
+)
 
 logger = logging.getLogger(__name__)
 
 FREEZE_CHOICES = ("none", "backbone", "heads-only")
 
 
-def _darknet_floats(path: Path) -> int:
-    """float32 count after the header (16 or 20 bytes depending on the version's `seen` width)."""
-    with open(path, "rb") as f:
-        major, minor, _ = (int(v) for v in np.fromfile(f, dtype=np.int32, count=3))
-    wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000
-    return (path.stat().st_size - (20 if wide else 16)) // 4
-
-
-def _other_class_count(model: DarkNet, have: int) -> int | None:
-    """The class count whose predictor convs make the file's size fit this cfg, if any."""
-    coef = 0  # floats per unit of (5 + nc), summed over the predictor convs
-    for i in model.yolo_layers:
-        conv, yolo = model.module_list[i - 1].conv, model.module_list[i]
-        coef += yolo.na * (conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1] + 1)
-    base = darknet_float_count(model) - coef * (5 + model.nc)
-    if coef and (have - base) % coef == 0 and (have - base) // coef > 5:
-        return (have - base) // coef - 5
-    return None
-
-
 def load_darknet_start(model: DarkNet, path: Path) -> None:
     """Full weights, weights of another class count, or a backbone cutoff file, told apart by size."""
-    have = _darknet_floats(path)
+    have = darknet_file_floats(path)
     if have == darknet_float_count(model):
         load_darknet_weights(model, path)
         return
-    other_nc = _other_class_count(model, have)
+    other_nc = fitting_class_count(model, have)
     if other_nc is not None:
         donor = DarkNet.from_cfg_text(rewrite_cfg_classes(model.cfg_text, other_nc), source=str(path))
         load_darknet_weights(donor, path)

@@ -24,14 +24,15 @@ from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.errors import ConfigError, UserError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import increment_path
-from modules.checkpoint import save_checkpoint
-from modules.model import DarkNet
-from train_val_utils.checkpoint_state import (
+from build_utils.torch_utils import unwrap_model
+from modules.checkpoint import (
     build_checkpoint,
     restore_training_state,
+    save_checkpoint,
     strip_checkpoint,
-    unwrap,
 )
+from modules.loading import load_model
+from modules.model import DarkNet
 from train_val_utils.distributed_utils import DistInfo, barrier, broadcast_object
 from train_val_utils.ema import ModelEMA
 from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
@@ -128,7 +129,7 @@ class Trainer:
 
     def _setup_optimization(self) -> None:
         run = self.run
-        self.optimizer = build_optimizer(unwrap(self.model), run.optimizer, self.hyp)
+        self.optimizer = build_optimizer(unwrap_model(self.model), run.optimizer, self.hyp)
         self.lr_lambda = cosine_lr_lambda(run.epochs, self.hyp["lrf"])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lr_lambda)
         cuda = self.device.type == "cuda"
@@ -137,7 +138,7 @@ class Trainer:
         use_scaler = self.amp and self.amp_dtype == torch.float16  # bfloat16 needs no loss scaling
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.ema = ModelEMA(self.model) if run.ema else None
-        loss_hyp, net = scale_loss_gains(self.hyp, self.nc, run.img_size), unwrap(self.model)
+        loss_hyp, net = scale_loss_gains(self.hyp, self.nc, run.img_size), unwrap_model(self.model)
         forward_model = torch.compile(self.model) if run.compile else self.model
         self.kit = TrainKit(model=forward_model, loss_fn=lambda p, t: compute_loss(p, t, net, loss_hyp),
                             optimizer=self.optimizer, scaler=self.scaler, ema=self.ema, device=self.device,
@@ -250,7 +251,7 @@ class Trainer:
         return bool(broadcast_object(stop, self.dist))
 
     def _evaluate(self, epoch: int, plots: bool) -> dict[str, Any]:
-        model = self.ema.ema if self.ema is not None else unwrap(self.model)
+        model = self.ema.ema if self.ema is not None else unwrap_model(self.model)
         metrics = evaluate(model, self.val_loader, self.names, self.device, EvalOptions(plots=plots),
                            save_dir=self.save_dir, plotter=self.plots)
         if plots:
@@ -276,8 +277,6 @@ class Trainer:
         if self.final_eval is not None and self.final_eval[0] == final_epoch:
             metrics, how = self.final_eval[1], f"epoch {final_epoch}'s evaluation"
         else:
-            from modules.loading import load_model
-
             model, _ = load_model(final, device=self.device)
             metrics = evaluate(model, self.val_loader, self.names, self.device, EvalOptions(plots=True),
                                save_dir=self.save_dir, plotter=self.plots)

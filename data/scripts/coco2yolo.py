@@ -18,9 +18,12 @@ import shutil
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.coco2yolo`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+
 from build_utils.cli import run_cli, setup_logging
-from build_utils.dataset_convert import convert_coco
 from build_utils.errors import UserError
+from data.scripts.dataset_convert import convert_coco
 
 LOGGER = logging.getLogger("coco2yolo")
 

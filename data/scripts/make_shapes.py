@@ -17,9 +17,12 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.make_shapes`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+
 from build_utils.cli import run_cli, setup_logging
 from build_utils.errors import UserError
-from build_utils.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
+from data.scripts.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
 
 LOGGER = logging.getLogger("make_shapes")
 
