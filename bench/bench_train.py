@@ -58,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="autocast (bfloat16 on CPU, float16 on CUDA) + GradScaler for the forward/loss")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="model and images in channels_last memory format (train.py default)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                        help="torch.compile the forward (as train.py --compile); compile time is left out "
+                             "of the medians by --warmup and printed separately")
     parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
     return parser
 
@@ -80,6 +83,7 @@ def time_cfg(cfg: str, dataset: LoadImagesAndLabels, hyp: dict, args: argparse.N
     model = DarkNet(REPO / cfg if not Path(cfg).is_file() else cfg).to(device).train()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    forward = torch.compile(model) if args.compile else model
     h = scale_loss_gains(hyp, model.nc, args.img_size)
     optimizer = build_optimizer(model, "sgd", h)
     ema = ModelEMA(model)
@@ -95,7 +99,7 @@ def time_cfg(cfg: str, dataset: LoadImagesAndLabels, hyp: dict, args: argparse.N
         targets = targets.to(device)  # (nt, 6)
         t1 = time_sync()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
-            preds = model(imgs)  # list of (bs, na, ny, nx, 5+nc)
+            preds = forward(imgs)  # list of (bs, na, ny, nx, 5+nc)
         t2 = time_sync()
         loss, _ = compute_loss(preds, targets, model, h)
         t3 = time_sync()
@@ -127,7 +131,7 @@ def main(args: argparse.Namespace) -> None:
                                   augment=args.augment, hyp=hyp)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
           f"batch {args.batch_size}, {args.img_size}px, amp {args.amp}, augment {args.augment}, "
-          f"channels_last {args.channels_last}, "
+          f"channels_last {args.channels_last}, compile {args.compile}, "
           f"{len(dataset)} images from {args.data}")
     print("| cfg | data s | forward s | loss s (targets s) | backward s | optimizer s | step s "
           "| step w/o data s | loss share | img/s |")
