@@ -1,4 +1,4 @@
-"""Device selection and timing helpers shared by training, validation and prediction."""
+"""Device selection, timing and model unwrapping, shared by training, validation and prediction."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import time
 
 import torch
+from torch import nn
 
 from build_utils.errors import UserError
 
@@ -48,3 +49,19 @@ def time_sync() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter()
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel, DataParallel and `torch.compile` wrappers.
+
+    The bare model is what owns the checkpoint's state-dict keys (no `module.` or `_orig_mod.`
+    prefix), the EMA copy and the YOLO layers the loss reads; wrappers nest (a compiled DDP model),
+    so they are peeled until none is left.
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model

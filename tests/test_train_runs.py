@@ -19,7 +19,8 @@ from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from modules.checkpoint import load_checkpoint
 from modules.model import DarkNet
 from train_val_utils.distributed_utils import DistInfo
-from train_val_utils.hyp import load_hyp, scale_loss_gains
+from train_val_utils.hyp import load_hyp, optimizer_hyp
+from train_val_utils.loss import YoloLoss
 from train_val_utils.optim import build_optimizer
 from train_val_utils.train_loop import EpochConfig, NonFiniteLossError, train_one_epoch
 
@@ -96,7 +97,8 @@ def test_nan_guard_names_the_batch_files(shapes: Path) -> None:
             build_optimizer(model, "sgd", hyp),
             loader,
             torch.device("cpu"),
-            scale_loss_gains(hyp, 5, 64),
+            YoloLoss(model, hyp, 64),
+            optimizer_hyp(hyp),
             cfg,
             torch.amp.GradScaler("cpu", enabled=False),
             None,

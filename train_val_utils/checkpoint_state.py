@@ -18,17 +18,13 @@ import torch
 from torch import nn
 
 from build_utils.errors import UserError
+from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import CHECKPOINT_FORMAT
 
 logger = logging.getLogger(__name__)
 
 # Options a resumed run may change; everything else comes from the checkpoint.
 RESUME_CHANGEABLE = ("device", "workers", "batch_size", "epochs", "resume", "verbose")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel (state-dict keys without 'module.')."""
-    return model.module if hasattr(model, "module") else model
 
 
 def rng_state() -> dict[str, Any]:
@@ -59,7 +55,7 @@ def build_checkpoint(model: nn.Module, ema: Any, optimizer: Any, scaler: Any, sc
                      best_fitness: float, hyp: dict[str, Any], options: dict[str, Any],
                      class_names: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
     """The dict saved as last.pt / best.pt (see the table in docs/architecture.md)."""
-    net = unwrap(model)
+    net = unwrap_model(model)
     return {
         "format": CHECKPOINT_FORMAT,
         "cfg_text": net.cfg_text,
@@ -87,7 +83,7 @@ def strip_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
 def restore_training_state(ckpt: dict[str, Any], model: nn.Module, ema: Any, optimizer: Any, scaler: Any,
                            scheduler: Any) -> tuple[int, float]:
     """Load everything a resumed run needs; returns (first epoch to run, best fitness)."""
-    unwrap(model).load_state_dict(ckpt["model"])
+    unwrap_model(model).load_state_dict(ckpt["model"])
     if ema is not None and ckpt.get("ema") is not None:
         ema.load_state_dict({"ema": ckpt["ema"], "updates": int(ckpt.get("ema_updates", 0))})
     for name, obj in (("optimizer", optimizer), ("scaler", scaler), ("scheduler", scheduler)):

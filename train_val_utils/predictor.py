@@ -22,8 +22,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from build_utils.augment import letterbox
 from build_utils.sources import Frame, FramePrefetcher, SourceSpec
 from build_utils.torch_utils import time_sync
-from train_val_utils.boxes import non_max_suppression, scale_coords
 from train_val_utils.detections_io import ResultWriter, summary_text
+from train_val_utils.geometry import scale_coords
+from train_val_utils.nms import non_max_suppression
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import torch
 from tqdm import tqdm
 
 from build_utils.torch_utils import time_sync
-from train_val_utils.boxes import non_max_suppression, scale_coords
 from train_val_utils.coco_eval import (
     STAT_NAMES,
     coco_gt_from_labels,
@@ -27,7 +26,9 @@ from train_val_utils.coco_eval import (
     evaluate_coco,
     image_ids_from_json,
 )
+from train_val_utils.geometry import scale_coords
 from train_val_utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
+from train_val_utils.nms import non_max_suppression
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`train_one_epoch`: one pass over the training data with AMP, multi-scale, accumulation and EMA.
 
 One image's way through here: uint8 batch -> float [0, 1] -> (multi-scale) interpolate -> autocast
-forward -> compute_loss -> scaled backward -> every `accumulate` batches one optimizer step, then
+forward -> loss_fn (a `YoloLoss`) -> scaled backward -> every `accumulate` batches one optimizer step, then
 the EMA update. The LR follows a linear warm-up over the first iterations (bias LR falling from
 `warmup_bias_lr`, momentum rising from `warmup_momentum`), after which the epoch's cosine LambdaLR
 value (stepped by train.py) applies. A non-finite loss stops the run before anything is saved.
@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from build_utils.errors import UserError
 from train_val_utils.distributed_utils import DistInfo, reduce_mean
-from train_val_utils.loss import compute_loss
+from train_val_utils.hyp import OptimizerHyp
+from train_val_utils.loss import YoloLoss
 from train_val_utils.optim import apply_warmup
 
 logger = logging.getLogger(__name__)
@@ -76,12 +77,13 @@ def _bar_text(cfg: EpochConfig, mloss: torch.Tensor, n_targets: int, size: int, 
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataloader: Any, device: torch.device,
-                    hyp: dict[str, Any], cfg: EpochConfig, scaler: torch.amp.GradScaler, ema: Any,
-                    lr_factor: float, dist_info: DistInfo) -> dict[str, float]:
+                    loss_fn: YoloLoss, optim_hyp: OptimizerHyp, cfg: EpochConfig,
+                    scaler: torch.amp.GradScaler, ema: Any, lr_factor: float,
+                    dist_info: DistInfo) -> dict[str, float]:
     """Train one epoch; returns mean box/obj/class/total losses (reduced over ranks), targets seen, last size.
 
-    `hyp` holds the gains already scaled by `scale_loss_gains`; `lr_factor` is the cosine
-    schedule's value for this epoch, the target of the warm-up ramp.
+    `loss_fn` is the run's `YoloLoss`; `optim_hyp` the hyp file's optimizer section (warm-up
+    values); `lr_factor` is the cosine schedule's value for this epoch, the target of the warm-up ramp.
     """
     model.train()
     nb = len(dataloader)
@@ -100,7 +102,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataload
         imgs = imgs.to(device, non_blocking=True).float() / 255.0  # (bs, 3, H, W) in [0, 1]
         targets = targets.to(device)  # (N, 6) image, class, cx, cy, w, h (normalised)
         if ni < cfg.warmup_iters:
-            apply_warmup(optimizer, ni, cfg.warmup_iters, lr_factor, hyp)
+            apply_warmup(optimizer, ni, cfg.warmup_iters, lr_factor, optim_hyp)
         if cfg.multi_scale:
             if i % cfg.accumulate == 0:
                 size = pick.choice(sizes)
@@ -110,7 +112,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, dataload
                 imgs = F.interpolate(imgs, size=new_hw, mode="bilinear", align_corners=False)
         with torch.autocast(device_type=device.type, dtype=cfg.amp_dtype, enabled=cfg.amp):
             preds = model(imgs)  # list of (bs, na, ny, nx, 5+nc)
-            loss, items = compute_loss(preds, targets, model, hyp)
+            loss, items = loss_fn(preds, targets)
         item_vec = torch.stack([torch.as_tensor(items[k], dtype=torch.float32).detach().reshape(())
                                 for k in LOSS_KEYS]).cpu()
         item_vec = torch.cat([item_vec, item_vec.sum().reshape(1)])  # (4,) box, obj, cls, total

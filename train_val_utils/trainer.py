@@ -25,6 +25,7 @@ from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.errors import ConfigError, UserError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import increment_path
+from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import load_checkpoint, save_checkpoint
 from modules.loading import load_model
 from modules.model import DarkNet
@@ -34,11 +35,11 @@ from train_val_utils.checkpoint_state import (
     restore_training_state,
     resume_options,
     strip_checkpoint,
-    unwrap,
 )
 from train_val_utils.distributed_utils import DistInfo, barrier, broadcast_object
 from train_val_utils.ema import ModelEMA
-from train_val_utils.hyp import load_hyp, scale_loss_gains, validate_hyp
+from train_val_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
+from train_val_utils.loss import YoloLoss
 from train_val_utils.optim import build_optimizer, cosine_lr_lambda, warmup_iterations
 from train_val_utils.run_logger import RunLogger, write_args_yaml
 from train_val_utils.train_eval_body import evaluate
@@ -136,8 +137,9 @@ class Trainer:
 
     def _setup_optimization(self) -> None:
         opt = self.opt
-        self.optimizer = build_optimizer(unwrap(self.model), opt.optimizer, self.hyp)
-        self.lr_lambda = cosine_lr_lambda(opt.epochs, self.hyp["lrf"])
+        self.optim_hyp = optimizer_hyp(self.hyp)
+        self.optimizer = build_optimizer(unwrap_model(self.model), opt.optimizer, self.optim_hyp)
+        self.lr_lambda = cosine_lr_lambda(opt.epochs, self.optim_hyp.lrf)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lr_lambda)
         cuda = self.device.type == "cuda"
         self.amp = cuda if opt.amp is None else bool(opt.amp)
@@ -145,7 +147,7 @@ class Trainer:
         use_scaler = self.amp and self.amp_dtype == torch.float16  # bfloat16 needs no loss scaling
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.ema = ModelEMA(self.model) if opt.ema else None
-        self.loss_hyp = scale_loss_gains(self.hyp, self.nc, opt.img_size)
+        self.loss_fn = YoloLoss(self.model, self.hyp, opt.img_size)
 
     def _setup_data(self) -> None:
         opt, world = self.opt, self.dist.world_size
@@ -197,7 +199,7 @@ class Trainer:
                            names=tuple(self.names), plot_dir=plot_dir)
 
     def _evaluate(self) -> dict[str, float]:
-        model = self.ema.ema if self.ema is not None else unwrap(self.model)
+        model = self.ema.ema if self.ema is not None else unwrap_model(self.model)
         return evaluate(model, self.val_loader, self.names, self.device)
 
     def _save(self, epoch: int, fit: float, improved: bool) -> None:
@@ -216,7 +218,8 @@ class Trainer:
         elif isinstance(self.sampler, RandomSampler):
             self.shuffle_gen.manual_seed(self.opt.seed * 1_000_003 + epoch)  # same order after resume
         start = time.time()
-        losses = train_one_epoch(self.model, self.optimizer, self.train_loader, self.device, self.loss_hyp,
+        losses = train_one_epoch(self.model, self.optimizer, self.train_loader, self.device, self.loss_fn,
+                                 self.optim_hyp,
                                  self._epoch_config(epoch), self.scaler, self.ema, self.lr_lambda(epoch),
                                  self.dist)
         lr = self.optimizer.param_groups[1]["lr"]
