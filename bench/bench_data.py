@@ -27,8 +27,6 @@ from build_utils.datasets import LoadImagesAndLabels, collate_fn
 
 LOGGER = logging.getLogger("bench_data")
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "coco128"
-HYP = {"hsv_h": 0.0138, "hsv_s": 0.678, "hsv_v": 0.36, "degrees": 0.0, "translate": 0.0, "scale": 0.0,
-       "shear": 0.0, "fliplr": 0.5, "flipud": 0.0, "mosaic": 1.0}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -89,7 +87,7 @@ def main(args: argparse.Namespace) -> None:
         shutil.copytree(args.path, root)
         images = str(next(p for p in (root / "images").iterdir() if p.is_dir()))
         warp = {"degrees": 5.0, "translate": 0.1, "scale": 0.5, "shear": 2.0} if args.affine else {}
-        hyp = dict(HYP, **warp)
+        hyp = warp  # the other augmentation keys take cfg/hyp.yaml's values
         train = LoadImagesAndLabels(images, img_size=args.img_size, augment=True, hyp=hyp)
         val = LoadImagesAndLabels(images, img_size=args.img_size, batch_size=args.batch_size, rect=True)
         for workers in args.workers:

@@ -106,7 +106,7 @@ def timed(fn, repeats: int, *args) -> tuple[float, float]:
 
 
 def main(args: argparse.Namespace) -> None:
-    from train_val_utils.boxes import non_max_suppression
+    from train_val_utils.nms import non_max_suppression
 
     torch.set_num_threads(args.threads)
     files, labels, shapes, dets = synthetic(args.images, args.dets, args.classes)

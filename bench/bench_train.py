@@ -7,7 +7,7 @@
 Real targets: batches come from `LoadImagesAndLabels` on coco128 (`--data`, default
 ../shared/reference/coco128/images/train) with the training augmentation of cfg/hyp.yaml (mosaic,
 HSV, flips) and num_workers=0, so "data" is the in-process cost of making one batch. "loss" is
-`compute_loss` (which includes `build_targets`, also timed alone as "targets"); "optimizer" is
+the `YoloLoss` call (which includes `build_targets`, also timed alone as "targets"); "optimizer" is
 the SGD step, zero_grad and the EMA update. Random weights, medians over --iters steps after
 --warmup untimed steps. Prints a markdown table for BENCHMARKS.md.
 """
@@ -29,8 +29,8 @@ from build_utils.errors import UserError
 from build_utils.torch_utils import select_device, time_sync
 from modules.model import DarkNet
 from train_val_utils.ema import ModelEMA
-from train_val_utils.hyp import load_hyp, scale_loss_gains
-from train_val_utils.loss import build_targets, compute_loss
+from train_val_utils.hyp import load_hyp
+from train_val_utils.loss import YoloLoss, build_targets
 from train_val_utils.optim import build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ def time_cfg(cfg: str, dataset: LoadImagesAndLabels, hyp: dict, args: argparse.N
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     forward = torch.compile(model) if args.compile else model
-    h = scale_loss_gains(hyp, model.nc, args.img_size)
-    optimizer = build_optimizer(model, "sgd", h)
+    loss_fn = YoloLoss(model, hyp, args.img_size)
+    optimizer = build_optimizer(model, "sgd", hyp)
     ema = ModelEMA(model)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
@@ -101,7 +101,7 @@ def time_cfg(cfg: str, dataset: LoadImagesAndLabels, hyp: dict, args: argparse.N
         with torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp):
             preds = forward(imgs)  # list of (bs, na, ny, nx, 5+nc)
         t2 = time_sync()
-        loss, _ = compute_loss(preds, targets, model, h)
+        loss, _ = loss_fn(preds, targets)
         t3 = time_sync()
         scaler.scale(loss * args.batch_size / 64).backward()
         t4 = time_sync()
@@ -110,7 +110,7 @@ def time_cfg(cfg: str, dataset: LoadImagesAndLabels, hyp: dict, args: argparse.N
         optimizer.zero_grad(set_to_none=True)
         ema.update(model)
         t5 = time_sync()
-        build_targets(preds, targets, model, h["iou_t"])
+        build_targets(preds, targets, model, loss_fn.iou_t)
         t6 = time_sync()
         if step >= args.warmup:
             for k, dt in zip((*PHASES, "targets"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):

@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 from modules.model import DarkNet  # noqa: E402
 from train_val_utils.distributed_utils import DistInfo  # noqa: E402
 from train_val_utils.engine import StepSchedule, TrainKit, train_one_epoch  # noqa: E402
-from train_val_utils.hyp import load_hyp, scale_loss_gains  # noqa: E402
-from train_val_utils.loss import compute_loss  # noqa: E402
+from train_val_utils.hyp import load_hyp  # noqa: E402
+from train_val_utils.loss import YoloLoss  # noqa: E402
 from train_val_utils.optim import build_optimizer  # noqa: E402
 
 
@@ -74,12 +74,11 @@ def amp_row(args: argparse.Namespace, device: torch.device, dtype: torch.dtype |
     torch.manual_seed(0)
     model = DarkNet(REPO / args.cfg).to(device).to(memory_format=torch.channels_last)
     hyp = load_hyp(REPO / "cfg" / "hyp.yaml")
-    loss_hyp = scale_loss_gains(hyp, model.nc, args.amp_img_size)
     optimizer = build_optimizer(model, "sgd", hyp)
     steps = [0]
     optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    kit = TrainKit(model=model, loss_fn=lambda p, t: compute_loss(p, t, model, loss_hyp), optimizer=optimizer,
+    kit = TrainKit(model=model, loss_fn=YoloLoss(model, hyp, args.amp_img_size), optimizer=optimizer,
                    scaler=scaler, ema=None, device=device, dist=DistInfo(0, 1, 0, device))
     schedule = StepSchedule(accumulate=1, nbs=args.amp_batch_size, warmup_iters=0, img_size=args.amp_img_size,
                             amp=dtype is not None, amp_dtype=dtype or torch.float32, channels_last=True)
@@ -156,10 +155,9 @@ def check_throughput(args: argparse.Namespace, device: torch.device) -> list[tup
     model = DarkNet(REPO / args.cfg).to(device).to(memory_format=torch.channels_last).train()
     gflops = model.info(args.img_size)["gflops"]
     hyp = load_hyp(REPO / "cfg" / "hyp.yaml")
-    loss_hyp = scale_loss_gains(hyp, model.nc, args.img_size)
     optimizer = build_optimizer(model, "sgd", hyp)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    loss_fn = lambda p, t: compute_loss(p, t, model, loss_hyp)  # noqa: E731
+    loss_fn = YoloLoss(model, hyp, args.img_size)
     best, bs = None, 8
     while bs <= args.max_batch:
         try:

@@ -13,6 +13,8 @@ import math
 import cv2
 import numpy as np
 
+from train_val_utils.geometry import clip_coords
+
 GREY = (114, 114, 114)
 
 
@@ -148,9 +150,7 @@ def random_affine(
                              borderValue=GREY)
     if len(labels) == 0:
         return img, labels.reshape(0, 5).astype(np.float32)
-    new = transform_boxes_xyxy(labels[:, 1:5].astype(np.float64), matrix)  # (n, 4)
-    new[:, [0, 2]] = new[:, [0, 2]].clip(0, out_shape[1])
-    new[:, [1, 3]] = new[:, [1, 3]].clip(0, out_shape[0])
+    new = clip_coords(transform_boxes_xyxy(labels[:, 1:5].astype(np.float64), matrix), out_shape)  # (n, 4)
     s = math.sqrt(abs(np.linalg.det(matrix[:, :2])))  # area scale of the transform
     keep = box_candidates(labels[:, 1:5] * s, new)
     out = np.concatenate([labels[keep, :1], new[keep]], axis=1).astype(np.float32)

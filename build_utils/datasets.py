@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,11 @@ from build_utils.image_io import read_image_resized
 from build_utils.img_list import img2label_path, list_image_files
 from build_utils.labels import report, verify_all
 from build_utils.mosaic import load_mosaic
+from train_val_utils.geometry import xywhn2xyxy, xyxy2xywhn
+from train_val_utils.hyp import DEFAULT_HYP, augment_hyp
 
 LOGGER = logging.getLogger(__name__)
 
-# The augmentation keys of cfg/hyp.yaml with that file's values: used when hyp is None.
-DEFAULT_AUG_HYP: dict[str, float] = {
-    "hsv_h": 0.0138, "hsv_s": 0.678, "hsv_v": 0.36, "degrees": 0.0, "translate": 0.0, "scale": 0.0,
-    "shear": 0.0, "fliplr": 0.5, "flipud": 0.0, "mosaic": 1.0,
-}
 Shapes = tuple[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]]
 
 
@@ -52,24 +50,10 @@ def available_memory_bytes() -> int:
         return 0
 
 
-def xywhn2xyxy(labels: np.ndarray, w: float, h: float, padw: float = 0.0, padh: float = 0.0) -> np.ndarray:
+def _labels_xywhn2xyxy(labels: np.ndarray, w: float, h: float, padw: float = 0.0,
+                       padh: float = 0.0) -> np.ndarray:
     """(n, 5) `[class, cx, cy, w, h]` normalised -> (n, 5) `[class, x1, y1, x2, y2]` pixels (a copy)."""
-    out = labels.astype(np.float32).copy()
-    out[:, 1] = w * (labels[:, 1] - labels[:, 3] / 2) + padw
-    out[:, 2] = h * (labels[:, 2] - labels[:, 4] / 2) + padh
-    out[:, 3] = w * (labels[:, 1] + labels[:, 3] / 2) + padw
-    out[:, 4] = h * (labels[:, 2] + labels[:, 4] / 2) + padh
-    return out
-
-
-def xyxy2xywhn(labels: np.ndarray, w: float, h: float) -> np.ndarray:
-    """(n, 5) `[class, x1, y1, x2, y2]` pixels -> (n, 5) `[class, cx, cy, w, h]` normalised (a copy)."""
-    out = labels.astype(np.float32).copy()
-    out[:, 1] = (labels[:, 1] + labels[:, 3]) / 2 / w
-    out[:, 2] = (labels[:, 2] + labels[:, 4]) / 2 / h
-    out[:, 3] = (labels[:, 3] - labels[:, 1]) / w
-    out[:, 4] = (labels[:, 4] - labels[:, 2]) / h
-    return out
+    return np.concatenate([labels[:, :1], xywhn2xyxy(labels[:, 1:5], w, h, padw, padh)], 1)
 
 
 def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
@@ -84,11 +68,12 @@ class LoadImagesAndLabels(Dataset):
     """Images with YOLO labels; see docs/architecture.md for the item and attribute contract."""
 
     def __init__(self, path: str | Path | list, img_size: int = 416, batch_size: int = 16,
-                 augment: bool = False, hyp: dict | None = None, rect: bool = False,
+                 augment: bool = False, hyp: Mapping[str, Any] | None = None, rect: bool = False,
                  cache_images: bool = False, single_cls: bool = False, pad: float = 0.0,
                  nc: int | None = None, strict: bool = False, seed: int = 0, stride: int = 32) -> None:
         self.img_size, self.augment, self.rect = img_size, augment, rect
-        self.hyp = {**DEFAULT_AUG_HYP, **(hyp or {})}
+        # the hyp file's augmentation section; keys missing from `hyp` take cfg/hyp.yaml's values
+        self.hyp = augment_hyp({**DEFAULT_HYP, **(hyp or {})})
         self.seed, self.stride, self.nc = seed, stride, nc
         # shared memory, so persistent DataLoader workers see set_epoch() made in the main process
         self._epoch = multiprocessing.RawValue("q", 0)
@@ -212,19 +197,22 @@ class LoadImagesAndLabels(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         hyp = self.hyp
         shapes = None
-        if self.augment and not self.rect and rng.random() < hyp["mosaic"]:
+        if self.augment and not self.rect and rng.random() < hyp.mosaic:
             others = rng.integers(0, len(self), 3).tolist()
             img, lab = load_mosaic(self.load_images, self.labels, [index, *others], self.img_size, hyp, rng)
         else:
             img, lab, shapes = self._letterboxed(index, rng)
         if self.augment:
-            augment_hsv(img, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rng)
+            augment_hsv(img, hyp.hsv_h, hyp.hsv_s, hyp.hsv_v, rng)
         h, w = img.shape[:2]
-        lab = xyxy2xywhn(lab, w, h) if len(lab) else np.zeros((0, 5), np.float32)
+        if len(lab):
+            lab = np.concatenate([lab[:, :1], xyxy2xywhn(lab[:, 1:5], w, h)], 1)  # (n, 5) normalised
+        else:
+            lab = np.zeros((0, 5), np.float32)
         if self.augment:
-            if rng.random() < hyp["fliplr"]:
+            if rng.random() < hyp.fliplr:
                 img, lab = flip_lr(img, lab)
-            if rng.random() < hyp["flipud"]:
+            if rng.random() < hyp.flipud:
                 img, lab = flip_ud(img, lab)
         out = torch.zeros((len(lab), 6), dtype=torch.float32)
         out[:, 1:] = torch.from_numpy(lab)
@@ -240,17 +228,16 @@ class LoadImagesAndLabels(Dataset):
         img, ratio, pad = letterbox(img, target, auto=False, scaleup=self.augment)
         shapes = ((h0, w0), ((h * ratio[1] / h0, w * ratio[0] / w0), pad))  # original -> returned
         lab = self.labels[index]
-        lab = xywhn2xyxy(lab, ratio[0] * w, ratio[1] * h, pad[0], pad[1]) if len(lab) else lab
+        lab = _labels_xywhn2xyxy(lab, ratio[0] * w, ratio[1] * h, pad[0], pad[1]) if len(lab) else lab
         if self.augment:
             hyp = self.hyp
-            img, lab = random_affine(img, lab, hyp["degrees"], hyp["translate"], hyp["scale"],
-                                     hyp["shear"], rng=rng)
+            img, lab = random_affine(img, lab, hyp.degrees, hyp.translate, hyp.scale, hyp.shear, rng=rng)
         return img, lab, shapes
 
     def ground_truth(self, i: int) -> np.ndarray:
         """(n, 5) `[class, x1, y1, x2, y2]` in original pixels, without decoding the image."""
         h0, w0 = (float(v) for v in self.image_shapes[i])
         lab = self.labels[i]
-        return xywhn2xyxy(lab, w0, h0) if len(lab) else np.zeros((0, 5), np.float32)
+        return _labels_xywhn2xyxy(lab, w0, h0) if len(lab) else np.zeros((0, 5), np.float32)
 
     collate_fn = staticmethod(collate_fn)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from build_utils.errors import DatasetError
 from build_utils.image_io import read_image
+from train_val_utils.geometry import clip_coords, xywh2xyxy, xyxy2xywh
 
 LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = 3
@@ -96,10 +97,8 @@ def parse_label_file(label_path: str, nc: int | None) -> tuple[np.ndarray, list[
     if not rows:
         return np.zeros((0, 5), np.float32), notes
     lab = np.array(rows, dtype=np.float64)  # (n, 5)
-    raw = np.concatenate([lab[:, 1:3] - lab[:, 3:5] / 2, lab[:, 1:3] + lab[:, 3:5] / 2], 1)  # (n, 4) xyxy
-    xyxy = raw.clip(0, 1)  # within the tolerance (checked above): clip silently, exporters round
-    lab[:, 1:3] = (xyxy[:, :2] + xyxy[:, 2:]) / 2
-    lab[:, 3:5] = xyxy[:, 2:] - xyxy[:, :2]
+    # within the tolerance (checked above): clip to the unit image silently, exporters round
+    lab[:, 1:5] = xyxy2xywh(clip_coords(xywh2xyxy(lab[:, 1:5]), (1, 1)))
     unique, first = np.unique(lab, axis=0, return_index=True)
     if len(unique) < len(lab):
         notes.append(f"{len(lab) - len(unique)} duplicate label rows removed")

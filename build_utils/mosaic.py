@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from build_utils.augment import random_affine
+from train_val_utils.geometry import clip_coords, xywhn2xyxy
+from train_val_utils.hyp import AugmentHyp
 
 
 def _place(canvas: np.ndarray, img: np.ndarray, quadrant: int, xc: int, yc: int) -> tuple[int, int]:
@@ -42,7 +44,7 @@ def load_mosaic(
     labels: list[np.ndarray],
     indices: list[int],
     img_size: int,
-    hyp: dict,
+    hyp: AugmentHyp,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mosaic of the four `indices`; returns (s, s, 3) uint8 and (n, 5) `[class, x1, y1, x2, y2]` px.
@@ -59,15 +61,9 @@ def load_mosaic(
         padw, padh = _place(canvas, img, quadrant, xc, yc)
         lab = labels[index]  # (n, 5) normalised cxcywh
         if len(lab):
-            out = np.empty_like(lab)
-            out[:, 0] = lab[:, 0]
-            out[:, 1] = w * (lab[:, 1] - lab[:, 3] / 2) + padw
-            out[:, 2] = h * (lab[:, 2] - lab[:, 4] / 2) + padh
-            out[:, 3] = w * (lab[:, 1] + lab[:, 3] / 2) + padw
-            out[:, 4] = h * (lab[:, 2] + lab[:, 4] / 2) + padh
-            boxes.append(out)
+            boxes.append(np.concatenate([lab[:, :1], xywhn2xyxy(lab[:, 1:5], w, h, padw, padh)], 1))
     labels4 = np.concatenate(boxes, 0) if boxes else np.zeros((0, 5), np.float32)  # (n, 5) xyxy px
     if len(labels4):
-        labels4[:, 1:] = labels4[:, 1:].clip(0, 2 * s)
-    return random_affine(canvas, labels4, degrees=hyp["degrees"], translate=hyp["translate"],
-                         scale=hyp["scale"], shear=hyp["shear"], out_shape=(s, s), rng=rng)
+        labels4[:, 1:] = clip_coords(labels4[:, 1:], (2 * s, 2 * s))
+    return random_affine(canvas, labels4, degrees=hyp.degrees, translate=hyp.translate,
+                         scale=hyp.scale, shear=hyp.shear, out_shape=(s, s), rng=rng)

@@ -1,4 +1,4 @@
-"""Device selection and timing helpers shared by training, validation and prediction."""
+"""Device selection, timing and model unwrapping, shared by training, validation and prediction."""
 
 from __future__ import annotations
 
@@ -52,6 +52,16 @@ def time_sync() -> float:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel/DataParallel wrapper, or the model itself."""
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    return model.module if isinstance(model, wrappers) else model
+    """The bare model inside DistributedDataParallel, DataParallel and `torch.compile` wrappers.
+
+    The bare model is what owns the checkpoint's state-dict keys (no `module.` or `_orig_mod.`
+    prefix), the EMA copy and the YOLO layers the loss reads; wrappers nest (a compiled DDP model),
+    so they are peeled until none is left.
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model

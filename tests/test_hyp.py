@@ -1,4 +1,5 @@
-"""hyp.yaml validation: the shipped file loads; every kind of mistake is reported, all together."""
+"""hyp.yaml validation: the shipped file loads and equals the in-code defaults; every kind of mistake
+is reported, all together; each section has one reader."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ import pytest
 import yaml
 
 from build_utils.errors import HypError
-from train_val_utils.hyp import REQUIRED_KEYS, load_hyp, scale_loss_gains
+from train_val_utils.hyp import (
+    DEFAULT_HYP,
+    REQUIRED_KEYS,
+    SECTIONS,
+    AugmentHyp,
+    LossHyp,
+    OptimizerHyp,
+    augment_hyp,
+    load_hyp,
+    loss_hyp,
+    optimizer_hyp,
+)
 
 
 def _write(tmp_path: Path, repo_root: Path, **changes) -> Path:
@@ -53,7 +65,7 @@ def test_int_accepted_as_number(tmp_path, repo_root):
         ({"fliplr": 1.5}, "fliplr: 1.5 is out of range"),
         ({"lrf": 0.0}, "lrf: 0.0 is out of range"),
         ({"lrf": 1.2}, "lrf: 1.2 is out of range"),
-        ({"iou_type": "xiou"}, "iou_type: 'xiou' is not one of giou, diou, ciou, iou"),
+        ({"iou_type": "xiou"}, "iou_type: 'xiou' is not one of iou, giou, diou, ciou"),
         ({"lr0": float("nan")}, "lr0: nan is out of range"),
     ],
 )
@@ -84,10 +96,27 @@ def test_missing_and_malformed_files(tmp_path):
         load_hyp(listy)
 
 
-def test_scale_loss_gains_returns_scaled_copy(repo_root):
-    hyp = load_hyp(repo_root / "cfg" / "hyp.yaml")
-    scaled = scale_loss_gains(hyp, nc=20, img_size=640)
-    assert scaled["cls"] == pytest.approx(37.4 * 20 / 80)
-    assert scaled["obj"] == pytest.approx(64.3 * 2)
-    assert scaled["giou"] == hyp["giou"]
-    assert hyp["cls"] == pytest.approx(37.4) and hyp["obj"] == pytest.approx(64.3)  # input untouched
+def test_shipped_hyp_equals_the_defaults(repo_root):
+    """cfg/hyp.yaml and the section defaults in hyp.py are one set of values (the dataset uses the latter)."""
+    raw = yaml.safe_load((repo_root / "cfg" / "hyp.yaml").read_text())
+    assert raw == DEFAULT_HYP
+    assert load_hyp(repo_root / "cfg" / "hyp.yaml") == DEFAULT_HYP
+
+
+def test_sections_partition_the_schema():
+    names = [f for section in SECTIONS for f in section.__dataclass_fields__]
+    assert len(names) == len(set(names)) and set(names) == set(REQUIRED_KEYS)
+
+
+def test_section_readers(tmp_path, repo_root):
+    hyp = load_hyp(_write(tmp_path, repo_root, lr0=0.02, mosaic=0.5, giou=1.5))
+    loss, opt, aug = loss_hyp(hyp), optimizer_hyp(hyp), augment_hyp(hyp)
+    assert isinstance(loss, LossHyp) and loss.giou == 1.5 and loss.iou_type == "giou"
+    assert isinstance(opt, OptimizerHyp) and opt.lr0 == 0.02 and opt.momentum == pytest.approx(0.937)
+    assert isinstance(aug, AugmentHyp) and aug.mosaic == 0.5 and aug.fliplr == 0.5
+    assert loss_hyp(loss) is loss and augment_hyp(aug) is aug  # a section passes through
+    with pytest.raises(AttributeError):
+        opt.lr0 = 1.0  # frozen
+    with pytest.raises(HypError, match="hsv_h, hsv_s, hsv_v.*missing from the AugmentHyp section"):
+        augment_hyp({"mosaic": 1.0})
+

@@ -1,5 +1,6 @@
-"""Loss: IoU variants and focal loss against hand-computed values, target assignment on a real
-yolov3-tiny, and compute_loss behaviour (keys, nc == 1, AMP dtypes, learning on shapes images)."""
+"""Loss: focal loss against hand-computed values, target assignment on a real yolov3-tiny, and
+YoloLoss behaviour (keys, gain scaling, balance, nc == 1, AMP dtypes, learning on shapes images).
+The IoU kinds the box loss uses are tested with the rest of the geometry in test_geometry.py."""
 
 from __future__ import annotations
 
@@ -13,61 +14,8 @@ from torch import nn
 from build_utils.cfg_edit import rewrite_cfg_classes
 from data.scripts.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
 from modules.model import DarkNet
-from train_val_utils.hyp import load_hyp, scale_loss_gains
-from train_val_utils.iou import bbox_iou, bbox_iou_xyxy, wh_iou
-from train_val_utils.loss import FocalLoss, build_targets, compute_loss, smooth_BCE
-
-# ---------------------------------------------------------------- IoU variants, by hand
-
-
-def _xyxy(*rows):
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def test_iou_kinds_overlapping_squares():
-    a, b = _xyxy([0, 0, 2, 2]), _xyxy([1, 1, 3, 3])  # inter 1, union 7, hull 3x3, centres 1 apart in x and y
-    assert bbox_iou_xyxy(a, b, "iou").item() == pytest.approx(1 / 7)
-    assert bbox_iou_xyxy(a, b, "giou").item() == pytest.approx(1 / 7 - 2 / 9)
-    assert bbox_iou_xyxy(a, b, "diou").item() == pytest.approx(1 / 7 - 2 / 18)
-    assert bbox_iou_xyxy(a, b, "ciou").item() == pytest.approx(1 / 7 - 2 / 18)  # same aspect: v = 0
-
-
-def test_ciou_aspect_penalty():
-    a, b = _xyxy([0, 0, 2, 2]), _xyxy([0, 0, 4, 2])  # iou 0.5, hull diag^2 20, centre dist^2 1
-    v = 4 / math.pi**2 * (math.atan(2) - math.atan(1)) ** 2
-    alpha = v / (1 - 0.5 + v)
-    assert bbox_iou_xyxy(a, b, "ciou").item() == pytest.approx(0.5 - (1 / 20 + alpha * v))
-    assert bbox_iou_xyxy(a, b, "diou").item() == pytest.approx(0.5 - 1 / 20)
-
-
-def test_disjoint_boxes_and_xywh_form():
-    a, b = _xyxy([0, 0, 1, 1]), _xyxy([2, 0, 3, 1])
-    assert bbox_iou_xyxy(a, b, "iou").item() == 0
-    assert bbox_iou_xyxy(a, b, "giou").item() == pytest.approx(-1 / 3)
-    assert bbox_iou_xyxy(a, b, "diou").item() == pytest.approx(-4 / 10)  # centres 2 apart, hull diag^2 10
-    a_xywh, b_xywh = _xyxy([0.5, 0.5, 1, 1]), _xyxy([2.5, 0.5, 1, 1])
-    for kind in ("iou", "giou", "diou", "ciou"):
-        assert bbox_iou(a_xywh, b_xywh, kind).item() == pytest.approx(bbox_iou_xyxy(a, b, kind).item())
-    with pytest.raises(ValueError, match="IoU kind"):
-        bbox_iou(a_xywh, b_xywh, "dice")
-
-
-def test_iou_row_aligned_and_inputs_untouched():
-    a = torch.tensor([[0.0, 0, 2, 2], [0, 0, 1, 1]])
-    b = torch.tensor([[0.0, 0, 2, 2], [0, 0, 2, 2]])
-    a0 = a.clone()
-    out = bbox_iou_xyxy(a, b, "giou")
-    assert out.shape == (2,)
-    assert out.tolist() == pytest.approx([1.0, 0.25])
-    assert torch.equal(a, a0)
-
-
-def test_wh_iou():
-    out = wh_iou(torch.tensor([[2.0, 2.0], [4.0, 1.0]]), torch.tensor([[2.0, 2.0], [1.0, 1.0], [4.0, 2.0]]))
-    assert out.shape == (2, 3)
-    expected = [[1.0, 0.25, 0.5], [2 / 6, 0.25, 0.5]]
-    assert out.tolist() == [pytest.approx(r) for r in expected]
-
+from train_val_utils.hyp import load_hyp, loss_hyp
+from train_val_utils.loss import FocalLoss, YoloLoss, build_targets, smooth_BCE
 
 # ---------------------------------------------------------------- focal loss, smoothing
 
@@ -165,7 +113,7 @@ def test_build_targets_empty(tiny):
     assert all(a.shape == (0, 2) for a in anchors)
 
 
-# ---------------------------------------------------------------- compute_loss
+# ---------------------------------------------------------------- YoloLoss
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +124,11 @@ def hyp(repo_root) -> dict:
 _TARGETS = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 4, 0.2, 0.7, 0.1, 0.15]])
 
 
-def test_compute_loss_keys_and_values(tiny, hyp):
-    h = scale_loss_gains(hyp, tiny.nc, 256)
+def test_yolo_loss_keys_and_values(tiny, hyp):
+    loss_fn = YoloLoss(tiny, hyp, 256)
     torch.manual_seed(0)
     preds = tiny(torch.rand(2, 3, 256, 256))
-    loss, items = compute_loss(preds, _TARGETS, tiny, h)
+    loss, items = loss_fn(preds, _TARGETS)
     assert set(items) == {"box_loss", "obj_loss", "class_loss"}
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
     assert all(v.ndim == 0 and not v.requires_grad and v > 0 for v in items.values())
@@ -189,44 +137,94 @@ def test_compute_loss_keys_and_values(tiny, hyp):
     assert torch.isfinite(tiny.module_list[0][0].weight.grad).all()
     tiny.zero_grad(set_to_none=True)
     # no targets: only objectness
-    _, items = compute_loss([p.detach() for p in preds], torch.zeros(0, 6), tiny, h)
+    _, items = loss_fn([p.detach() for p in preds], torch.zeros(0, 6))
     assert items["box_loss"] == 0 and items["class_loss"] == 0 and items["obj_loss"] > 0
 
 
-def test_compute_loss_options_take_effect(tiny, hyp):
+def test_yolo_loss_built_once_with_scaled_gains(tiny, hyp):
+    loss_fn = YoloLoss(tiny, hyp, 640)
+    assert loss_fn.gains == pytest.approx((3.54, 64.3 * 640 / 320, 37.4 * tiny.nc / 80))
+    assert loss_fn.balance == (1.0, 1.0) and loss_fn.iou_kind == "giou"
+    assert loss_fn.iou_t == pytest.approx(0.2)
+    assert isinstance(loss_fn.bce_obj, nn.BCEWithLogitsLoss)  # fl_gamma 0: plain BCE
+    assert isinstance(YoloLoss(tiny, {**hyp, "fl_gamma": 1.5}, 640).bce_cls, FocalLoss)
+    assert YoloLoss(nn.DataParallel(tiny), hyp, 640).model is tiny  # reads the bare model's YOLO layers
+    # the section object works as well as the dict, and the hyp is not modified
+    assert YoloLoss(tiny, loss_hyp(hyp), 640).gains == loss_fn.gains and hyp["obj"] == pytest.approx(64.3)
+    # the modules are built once: a call does not replace them
+    bce = loss_fn.bce_obj
+    with torch.no_grad():
+        loss_fn(tiny(torch.rand(1, 3, 64, 64)), _TARGETS[:1])
+    assert loss_fn.bce_obj is bce
+
+
+def test_yolo_loss_gains_scale_each_term(tiny, hyp):
     torch.manual_seed(0)
     with torch.no_grad():
         preds = tiny(torch.rand(2, 3, 256, 256))
-    base = scale_loss_gains(hyp, tiny.nc, 256)
-    ref = compute_loss(preds, _TARGETS, tiny, base)[1]
+    ref = YoloLoss(tiny, hyp, 256)(preds, _TARGETS)[1]
+    # obj gain grows with the image size, cls gain with nc (here 80: factor 1)
+    bigger = YoloLoss(tiny, hyp, 512)(preds, _TARGETS)[1]
+    assert bigger["obj_loss"].item() == pytest.approx(2 * ref["obj_loss"].item(), rel=1e-6)
+    assert bigger["box_loss"] == ref["box_loss"] and bigger["class_loss"] == ref["class_loss"]
+
+
+def test_yolo_loss_options_take_effect(tiny, hyp):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        preds = tiny(torch.rand(2, 3, 256, 256))
+    ref = YoloLoss(tiny, hyp, 256)(preds, _TARGETS)[1]
     for change, key in [({"iou_type": "ciou"}, "box_loss"), ({"fl_gamma": 1.5}, "obj_loss"),
                         ({"fl_gamma": 1.5}, "class_loss"), ({"label_smoothing": 0.1}, "class_loss"),
                         ({"gr": 0.0}, "obj_loss"), ({"obj_pw": 2.0}, "obj_loss"),
                         ({"cls_pw": 2.0}, "class_loss")]:
-        items = compute_loss(preds, _TARGETS, tiny, {**base, **change})[1]
+        items = YoloLoss(tiny, {**hyp, **change}, 256)(preds, _TARGETS)[1]
         assert torch.isfinite(items[key]) and not torch.isclose(items[key], ref[key]), (change, key)
-    doubled = compute_loss(preds, _TARGETS, tiny, {**base, "giou": 2 * base["giou"]})[1]
+    doubled = YoloLoss(tiny, {**hyp, "giou": 2 * hyp["giou"]}, 256)(preds, _TARGETS)[1]
     assert doubled["box_loss"].item() == pytest.approx(2 * ref["box_loss"].item(), rel=1e-5)
 
 
-def test_compute_loss_single_class_has_no_class_loss(repo_root, hyp):
+def test_yolo_loss_balance_weights_objectness_per_layer(tiny, hyp):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        preds = tiny(torch.rand(2, 3, 256, 256))
+    obj = {}
+    for balance in ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (4.0, 0.5)):
+        obj[balance] = YoloLoss(tiny, hyp, 256, balance=balance)(preds, _TARGETS)[1]["obj_loss"].item()
+    assert obj[(1.0, 0.0)] > 0 and obj[(0.0, 1.0)] > 0
+    assert obj[(1.0, 1.0)] == pytest.approx(obj[(1.0, 0.0)] + obj[(0.0, 1.0)], rel=1e-6)
+    assert obj[(4.0, 0.5)] == pytest.approx(4 * obj[(1.0, 0.0)] + 0.5 * obj[(0.0, 1.0)], rel=1e-6)
+    with pytest.raises(ValueError, match="2 YOLO layers"):
+        YoloLoss(tiny, hyp, 256, balance=(1.0, 1.0, 1.0))
+
+
+def test_yolo_loss_follows_the_model_to_another_device(tiny, hyp):
+    loss_fn = YoloLoss(tiny, hyp, 256)
+    loss_fn.device = torch.device("meta")  # as if built before the model moved
+    with torch.no_grad():
+        loss, _ = loss_fn(tiny(torch.rand(1, 3, 64, 64)), _TARGETS[:1])
+    assert loss_fn.device == torch.device("cpu") and loss_fn.bce_obj.pos_weight.device.type == "cpu"
+    assert torch.isfinite(loss)
+
+
+def test_yolo_loss_single_class_has_no_class_loss(repo_root, hyp):
     text = rewrite_cfg_classes((repo_root / "cfg" / "yolov3-tiny.cfg").read_text(), 1)
     model = DarkNet.from_cfg_text(text).train()
     assert model.nc == 1
     preds = model(torch.rand(1, 3, 128, 128))
     targets = torch.tensor([[0, 0, 0.5, 0.5, 0.4, 0.4]])
-    loss, items = compute_loss(preds, targets, model, scale_loss_gains(hyp, 1, 128))
+    loss, items = YoloLoss(model, hyp, 128)(preds, targets)
     assert items["class_loss"] == 0 and items["box_loss"] > 0 and torch.isfinite(loss)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_compute_loss_float32_from_low_precision(tiny, hyp, dtype):
+def test_yolo_loss_float32_from_low_precision(tiny, hyp, dtype):
     torch.manual_seed(0)
     with torch.no_grad():
         preds = tiny(torch.rand(2, 3, 256, 256))
-    h = scale_loss_gains(hyp, tiny.nc, 256)
-    ref, _ = compute_loss(preds, _TARGETS, tiny, h)
-    low, _ = compute_loss([p.to(dtype) for p in preds], _TARGETS, tiny, h)
+    loss_fn = YoloLoss(tiny, hyp, 256)
+    ref, _ = loss_fn(preds, _TARGETS)
+    low, _ = loss_fn([p.to(dtype) for p in preds], _TARGETS)
     assert low.dtype == torch.float32
     assert low.item() == pytest.approx(ref.item(), rel=2e-2)
 
@@ -245,11 +243,11 @@ def test_loss_decreases_on_shapes(repo_root, hyp):
         targets.append(np.concatenate([np.full((len(labels), 1), i), labels], 1))
     x = torch.stack(imgs)  # (4, 3, 96, 96)
     t = torch.from_numpy(np.concatenate(targets)).float()  # (n, 6)
-    h = scale_loss_gains(hyp, nc, size)
+    loss_fn = YoloLoss(model, hyp, size)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses, parts = [], []
     for _ in range(30):
-        loss, items = compute_loss(model(x), t, model, h)
+        loss, items = loss_fn(model(x), t)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -15,8 +15,8 @@ import torch
 
 from modules.model import DarkNet
 from modules.weights import load_darknet_weights
-from train_val_utils.hyp import load_hyp, scale_loss_gains
-from train_val_utils.loss import compute_loss
+from train_val_utils.hyp import load_hyp
+from train_val_utils.loss import YoloLoss
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,9 @@ def parity(darknet_dir, tiny_weights):
     hyp = load_hyp("cfg/hyp.yaml")
     hyp.update(expected["hyp"])
     hyp.update(gr=expected["gr"], label_smoothing=0.0, iou_type="giou")
-    hyp = scale_loss_gains(hyp, expected["nc"], expected["img_size"])
-    return expected, batch, model, hyp
+    assert model.nc == expected["nc"]
+    loss_fn = YoloLoss(model, hyp, expected["img_size"])  # scales cls by nc/80 and obj by img_size/320
+    return expected, batch, model, loss_fn
 
 
 def _items(loss_items: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -48,16 +49,16 @@ def _assert_close(got: dict[str, float], want: dict[str, float]) -> None:
 
 
 def test_loss_on_classic_outputs(parity):
-    expected, batch, model, hyp = parity
+    expected, batch, _, loss_fn = parity
     preds = [torch.from_numpy(batch["archive_out0"]), torch.from_numpy(batch["archive_out1"])]
-    _, items = compute_loss(preds, torch.from_numpy(batch["targets"]), model, hyp)
+    _, items = loss_fn(preds, torch.from_numpy(batch["targets"]))
     _assert_close(_items(items), expected["loss_on_archive_outputs"])
 
 
 def test_loss_end_to_end_on_our_model(parity):
-    expected, batch, model, hyp = parity
+    expected, batch, model, loss_fn = parity
     model.train()
     with torch.no_grad():
         preds = model(torch.from_numpy(batch["imgs"]).float() / 255.0)
-    _, items = compute_loss(preds, torch.from_numpy(batch["targets"]), model, hyp)
+    _, items = loss_fn(preds, torch.from_numpy(batch["targets"]))
     _assert_close(_items(items), expected["loss_darknet_exact_model_end_to_end"])

@@ -15,8 +15,9 @@ import predict
 from build_utils.augment import letterbox
 from build_utils.image_io import read_image
 from modules.loading import load_model
-from train_val_utils.boxes import box_iou, non_max_suppression, scale_coords
 from train_val_utils.detections_io import summary_text, yolo_lines_from_xyxy
+from train_val_utils.geometry import box_iou, scale_coords
+from train_val_utils.nms import non_max_suppression
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CFG = REPO / "cfg" / "yolov3-tiny.cfg"

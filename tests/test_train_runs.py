@@ -20,8 +20,8 @@ from modules.checkpoint import load_checkpoint
 from modules.model import DarkNet
 from train_val_utils.distributed_utils import DistInfo
 from train_val_utils.engine import NonFiniteLossError, StepSchedule, TrainKit, train_one_epoch
-from train_val_utils.hyp import load_hyp, scale_loss_gains
-from train_val_utils.loss import compute_loss
+from train_val_utils.hyp import load_hyp
+from train_val_utils.loss import YoloLoss
 from train_val_utils.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,8 +90,7 @@ def test_nan_guard_names_the_batch_files(shapes: Path) -> None:
     with torch.no_grad():
         model.module_list[0].conv.weight.fill_(float("nan"))
     hyp = load_hyp(REPO / "cfg/hyp-demo.yaml")
-    loss_hyp = scale_loss_gains(hyp, 5, 64)
-    kit = TrainKit(model=model, loss_fn=lambda p, t: compute_loss(p, t, model, loss_hyp),
+    kit = TrainKit(model=model, loss_fn=YoloLoss(model, hyp, 64),
                    optimizer=build_optimizer(model, "sgd", hyp),
                    scaler=torch.amp.GradScaler("cpu", enabled=False),
                    ema=None, device=torch.device("cpu"), dist=DistInfo(0, 1, 0, torch.device("cpu")))

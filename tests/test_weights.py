@@ -172,8 +172,8 @@ def _letterbox(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _detected_classes(pred: torch.Tensor, conf: float) -> set[int]:
-    if importlib.util.find_spec("train_val_utils.boxes") is not None:
-        from train_val_utils.boxes import non_max_suppression
+    if importlib.util.find_spec("train_val_utils.nms") is not None:
+        from train_val_utils.nms import non_max_suppression
 
         det = non_max_suppression(pred, conf_thres=conf, iou_thres=0.45)[0]
         return {int(c) for c in det[:, 5]}

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from build_utils.drawing import class_color, draw_box
+from train_val_utils.geometry import xyxy2xywhn
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +37,8 @@ def yolo_lines_from_xyxy(det: np.ndarray, shape_hw: tuple[int, int]) -> list[str
     h, w = shape_hw
     if len(det) == 0:
         return []
-    xyxy = det[:, :4].astype(np.float64)  # (n, 4) pixels
-    cx = (xyxy[:, 0] + xyxy[:, 2]) / 2 / w
-    cy = (xyxy[:, 1] + xyxy[:, 3]) / 2 / h
-    bw = (xyxy[:, 2] - xyxy[:, 0]) / w
-    bh = (xyxy[:, 3] - xyxy[:, 1]) / h
-    rows = np.stack([cx, cy, bw, bh, det[:, 4].astype(np.float64)], axis=1)  # (n, 5)
+    xywhn = xyxy2xywhn(det[:, :4].astype(np.float64), w, h)  # (n, 4) normalised
+    rows = np.concatenate([xywhn, det[:, 4:5].astype(np.float64)], axis=1)  # (n, 5)
     return [f"{int(c)} " + " ".join(f"{v:.6f}" for v in row) for c, row in zip(det[:, 5], rows)]
 
 

@@ -16,13 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from build_utils.torch_utils import unwrap_model
+
 logger = logging.getLogger(__name__)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare model inside DistributedDataParallel / DataParallel wrappers."""
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    return model.module if isinstance(model, wrappers) else model
 
 
 class ModelEMA:

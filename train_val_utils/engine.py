@@ -31,7 +31,6 @@ from tqdm import tqdm
 
 from build_utils.errors import UserError
 from build_utils.torch_utils import time_sync
-from train_val_utils.boxes import non_max_suppression, scale_coords
 from train_val_utils.coco_eval import (
     STAT_NAMES,
     coco_gt_from_labels,
@@ -41,7 +40,10 @@ from train_val_utils.coco_eval import (
     image_ids_from_json,
 )
 from train_val_utils.distributed_utils import DistInfo, reduce_sum
+from train_val_utils.geometry import scale_coords
+from train_val_utils.hyp import OptimizerHyp
 from train_val_utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
+from train_val_utils.nms import non_max_suppression
 from train_val_utils.optim import apply_warmup
 from train_val_utils.reporting import LOSS_KEYS, epoch_bar_text, epoch_header, results_table, speed_line
 
@@ -81,7 +83,7 @@ class StepSchedule:
     nbs: int
     warmup_iters: int
     img_size: int
-    warmup_hyp: dict[str, float] = field(default_factory=dict)  # momentum, warmup_momentum, warmup_bias_lr
+    optim_hyp: OptimizerHyp = field(default_factory=OptimizerHyp)  # warm-up momentum and bias LR
     multi_scale: bool = False
     grid: int = 32
     amp: bool = False
@@ -172,7 +174,7 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
         imgs = imgs.to(device, non_blocking=True).float() / 255.0  # (bs, 3, H, W) in [0, 1]
         targets = targets.to(device, non_blocking=True)  # (N, 6) image, class, cx, cy, w, h (normalised)
         if ni < schedule.warmup_iters:
-            apply_warmup(optimizer, ni, schedule.warmup_iters, lr_factor, schedule.warmup_hyp)
+            apply_warmup(optimizer, ni, schedule.warmup_iters, lr_factor, schedule.optim_hyp)
         if schedule.multi_scale:
             if i % schedule.accumulate == 0:
                 size = pick.choice(sizes)

@@ -1,27 +1,82 @@
-"""Load and validate `hyp.yaml`, the hyperparameters users edit by hand.
+"""Load and validate `hyp.yaml`, the hyperparameters users edit by hand, and read its sections.
 
 Users tune `cfg/hyp.yaml` directly, so a typo must fail loudly at load time rather than turn
 into a silently ignored key or a NaN after an hour of training. `load_hyp` therefore checks the
 file against one schema (every key of the shipped `cfg/hyp.yaml`: its type and allowed range)
 and raises a single `HypError` that lists every problem, one per line, so a user fixes them
 all in one edit.
+
+The file has three sections, each read by one consumer through one reader: `loss_hyp` (the
+loss), `optimizer_hyp` (optimizer, schedule, warm-up) and `augment_hyp` (the dataset). Each
+returns a frozen dataclass whose field defaults are the shipped `cfg/hyp.yaml` values (a test
+keeps them equal), so `DEFAULT_HYP` is the one in-code copy of the defaults.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from build_utils.errors import HypError
+from train_val_utils.geometry import IOU_KINDS
 
 logger = logging.getLogger(__name__)
 
-IOU_TYPES = ("giou", "diou", "ciou", "iou")
+
+@dataclass(frozen=True)
+class LossHyp:
+    """The loss section; gains are as in the file, before `YoloLoss` scales `cls` and `obj`."""
+
+    giou: float = 3.54  # box loss gain (whichever IoU kind iou_type selects)
+    cls: float = 37.4  # class BCE gain, scaled by nc/80 in YoloLoss
+    cls_pw: float = 1.0  # class BCE positive weight
+    obj: float = 64.3  # objectness BCE gain, scaled by img_size/320 in YoloLoss
+    obj_pw: float = 1.0  # objectness BCE positive weight
+    iou_t: float = 0.20  # anchor match threshold on wh-IoU
+    iou_type: str = "giou"  # one of geometry.IOU_KINDS
+    gr: float = 1.0  # objectness target = (1 - gr) + gr * IoU
+    fl_gamma: float = 0.0  # focal loss gamma (0 = plain BCE)
+    label_smoothing: float = 0.0  # class label smoothing epsilon
+
+
+@dataclass(frozen=True)
+class OptimizerHyp:
+    """The optimizer, schedule and warm-up section."""
+
+    lr0: float = 0.001  # initial learning rate
+    lrf: float = 0.01  # final LR = lr0 * lrf (cosine)
+    momentum: float = 0.937  # SGD momentum / Adam beta1
+    weight_decay: float = 0.0005  # conv/linear weights only
+    warmup_epochs: float = 3.0  # warm-up length, at least 500 iterations
+    warmup_momentum: float = 0.8  # momentum at the start of warm-up
+    warmup_bias_lr: float = 0.1  # bias LR at the start of warm-up
+
+
+@dataclass(frozen=True)
+class AugmentHyp:
+    """The augmentation section, read by the dataset (`LoadImagesAndLabels`) and the mosaic."""
+
+    hsv_h: float = 0.0138  # hue gain (fraction)
+    hsv_s: float = 0.678  # saturation gain (fraction)
+    hsv_v: float = 0.36  # value gain (fraction)
+    degrees: float = 0.0  # rotation (+/- degrees)
+    translate: float = 0.0  # translation (+/- fraction of the image)
+    scale: float = 0.0  # scale gain (+/- fraction)
+    shear: float = 0.0  # shear (+/- degrees)
+    fliplr: float = 0.5  # probability of a left-right flip
+    flipud: float = 0.0  # probability of an up-down flip
+    mosaic: float = 1.0  # probability of a 4-image mosaic
+
+
+SECTIONS = (LossHyp, OptimizerHyp, AugmentHyp)
+# The shipped cfg/hyp.yaml as a dict, key for key (tests/test_hyp.py checks the file equals it).
+DEFAULT_HYP: dict[str, Any] = {k: v for section in SECTIONS for k, v in asdict(section()).items()}
 
 
 @dataclass(frozen=True)
@@ -60,7 +115,7 @@ SCHEMA: dict[str, _Rule] = {
     "translate": _PROB, "scale": _Rule(0.0, 1.0, hi_open=True), "shear": _Rule(0.0, 90.0, hi_open=True),
     "fliplr": _PROB, "flipud": _PROB, "mosaic": _PROB,
 }
-STRING_KEYS = {"iou_type": IOU_TYPES}
+STRING_KEYS = {"iou_type": IOU_KINDS}
 REQUIRED_KEYS = tuple(SCHEMA) + tuple(STRING_KEYS)
 
 
@@ -116,7 +171,7 @@ def load_hyp(path: str | Path) -> dict[str, Any]:
 
     Every key of `cfg/hyp.yaml` is required. Problems raise one `HypError` whose message names the
     file and lists each problem on its own line. Values are not yet scaled for the class count or
-    image size: see `scale_loss_gains`.
+    image size: `loss.YoloLoss` does that.
     """
     path = Path(path)
     if not path.is_file():
@@ -131,14 +186,30 @@ def load_hyp(path: str | Path) -> dict[str, Any]:
     return validate_hyp(raw, str(path))
 
 
-def scale_loss_gains(hyp: dict[str, Any], nc: int, img_size: int) -> dict[str, Any]:
-    """Return a copy with `cls *= nc / 80` and `obj *= img_size / 320`.
+_Section = TypeVar("_Section", LossHyp, OptimizerHyp, AugmentHyp)
 
-    The classic gains were tuned for 80 classes at 320 pixels: the class loss is a mean over nc
-    logits and the objectness loss a mean over a grid that grows with the image, so these factors
-    keep each term's weight comparable when either changes.
-    """
-    scaled = dict(hyp)
-    scaled["cls"] = hyp["cls"] * nc / 80.0
-    scaled["obj"] = hyp["obj"] * img_size / 320.0
-    return scaled
+
+def _read_section(cls: type[_Section], hyp: Mapping[str, Any] | _Section) -> _Section:
+    """The `cls` section of a validated hyp mapping; a section object is returned as it is."""
+    if isinstance(hyp, cls):
+        return hyp
+    missing = [f.name for f in fields(cls) if f.name not in hyp]
+    if missing:
+        raise HypError(f"<hyp>: {', '.join(missing)} missing from the {cls.__name__} section; "
+                       f"load the hyperparameters with load_hyp (start from cfg/hyp.yaml)")
+    return cls(**{f.name: hyp[f.name] for f in fields(cls)})
+
+
+def loss_hyp(hyp: Mapping[str, Any] | LossHyp) -> LossHyp:
+    """The loss section (gains, positive weights, IoU kind and threshold, gr, focal, smoothing)."""
+    return _read_section(LossHyp, hyp)
+
+
+def optimizer_hyp(hyp: Mapping[str, Any] | OptimizerHyp) -> OptimizerHyp:
+    """The optimizer section (lr0, lrf, momentum, weight decay, warm-up)."""
+    return _read_section(OptimizerHyp, hyp)
+
+
+def augment_hyp(hyp: Mapping[str, Any] | AugmentHyp) -> AugmentHyp:
+    """The augmentation section (HSV gains, affine ranges, flip and mosaic probabilities)."""
+    return _read_section(AugmentHyp, hyp)

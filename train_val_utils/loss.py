@@ -1,24 +1,28 @@
-"""YOLOv3 training loss: target assignment (`build_targets`) and the three loss terms.
+"""YOLOv3 training loss: target assignment (`build_targets`) and the loss object `YoloLoss`.
 
-`compute_loss` follows the classic YOLOv3-SPP recipe the default `cfg/hyp.yaml` was tuned for:
+`YoloLoss` follows the classic YOLOv3-SPP recipe the default `cfg/hyp.yaml` was tuned for:
 box = mean(1 - IoU) over matched anchors (IoU kind from `iou_type`), objectness BCE over every
 cell with target (1 - gr) + gr * IoU, class BCE over matched anchors (only when nc > 1). Each term
-is a mean per YOLO layer, summed over layers and multiplied by its gain.
+is a mean per YOLO layer, summed over layers (objectness weighted per layer by `balance`) and
+multiplied by its gain. It is built once per run; its BCE/focal modules and gains live on it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from train_val_utils.iou import bbox_iou, wh_iou
+from build_utils.torch_utils import unwrap_model
+from train_val_utils.geometry import bbox_iou, wh_iou
+from train_val_utils.hyp import LossHyp, loss_hyp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FocalLoss", "bbox_iou", "build_targets", "compute_loss", "smooth_BCE"]
+__all__ = ["FocalLoss", "YoloLoss", "build_targets", "smooth_BCE"]
 
 
 def smooth_BCE(eps: float = 0.0) -> tuple[float, float]:  # noqa: N802 (the classic name)
@@ -55,11 +59,6 @@ class FocalLoss(nn.Module):
         return loss
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The DarkNet inside a DDP/DataParallel wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") and hasattr(model.module, "yolo_modules") else model
-
-
 def build_targets(
     preds: list[torch.Tensor], targets: torch.Tensor, model: nn.Module, iou_t: float
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, ...]], list[torch.Tensor]]:
@@ -72,7 +71,7 @@ def build_targets(
     - `indices` `(b, a, gj, gi)`, each (n,) long: image, anchor, row, column,
     - `anchors` (n, 2) the matched anchors' sizes in grid units.
     """
-    yolos = _unwrap(model).yolo_modules()
+    yolos = unwrap_model(model).yolo_modules()
     targets = targets.to(device=preds[0].device, dtype=torch.float32)
     nt = targets.shape[0]
     tcls, tbox, indices, anch = [], [], [], []
@@ -104,55 +103,85 @@ def _bce(pos_weight: float, gamma: float, device: torch.device) -> nn.Module:
     return FocalLoss(bce, gamma) if gamma > 0 else bce
 
 
-def compute_loss(
-    preds: list[torch.Tensor], targets: torch.Tensor, model: nn.Module, hyp: dict[str, Any]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total YOLO loss and its parts.
+class YoloLoss:
+    """The YOLO loss of one model, built once per run and called per batch.
 
-    `preds`: the model's training output, list of (bs, na, ny, nx, 5+nc) raw maps (any float dtype:
-    the loss is computed in float32, so it is safe under autocast). `targets`: (nt, 6)
-    `[img, cls, cx, cy, w, h]` normalised. `hyp`: validated and already passed through
-    `hyp.scale_loss_gains` (uses giou, obj, cls, cls_pw, obj_pw, iou_t, iou_type, gr, fl_gamma,
-    label_smoothing).
+    `YoloLoss(model, hyp, img_size)`: `hyp` is the validated hyp dict or its `loss_hyp` section, with
+    the gains as in the file; `img_size` the training image size. The classic gains were tuned for 80
+    classes at 320 pixels: the class loss is a mean over nc logits and the objectness loss a mean over
+    a grid that grows with the image, so `cls` is scaled by nc/80 (nc from the model) and `obj` by
+    img_size/320 to keep each term's weight comparable when either changes.
 
-    Returns `(loss, items)`: `loss` a 0-d float32 tensor = giou*box + obj*obj + cls*class, each a
-    MEAN (over matched anchors, resp. cells) summed over layers. It is NOT multiplied by the
-    batch size: the classic recipe (and the lr0 of cfg/hyp.yaml) backpropagates
-    `loss * batch_size / nbs` (nbs = 64) each step and steps the optimizer every
-    `accumulate = max(round(nbs / batch_size), 1)` batches, so one step sees the mean gradient of
-    about 64 images. `items` holds the three weighted terms as detached 0-d tensors under
-    "box_loss", "obj_loss", "class_loss".
+    Attributes: `gains` (box, obj, cls) after scaling; `gr`, `iou_t`, `iou_kind`; `balance`, a tuple
+    with one objectness weight per YOLO layer (in `model.yolo_modules()` order), all 1.0
+    unless given, so the classic recipe is unchanged; `bce_cls`, `bce_obj` (BCE or focal, built here).
     """
-    net = _unwrap(model)
-    device = preds[0].device
-    nc = net.nc
-    tcls, tbox, indices, anchors = build_targets(preds, targets, net, hyp["iou_t"])
-    cp, cn = smooth_BCE(hyp["label_smoothing"])
-    bce_cls = _bce(hyp["cls_pw"], hyp["fl_gamma"], device)
-    bce_obj = _bce(hyp["obj_pw"], hyp["fl_gamma"], device)
-    gr = hyp["gr"]
-    lbox = torch.zeros((), device=device)
-    lobj = torch.zeros((), device=device)
-    lcls = torch.zeros((), device=device)
-    for i, pi in enumerate(preds):
-        pi = pi.float()  # (bs, na, ny, nx, 5+nc); AMP outputs may be half/bfloat16
-        b, a, gj, gi = indices[i]
-        tobj = torch.zeros_like(pi[..., 0])  # (bs, na, ny, nx)
-        n = b.shape[0]
-        if n:
-            ps = pi[b, a, gj, gi]  # (n, 5+nc) predictions at matched anchors
-            pxy = ps[:, :2].sigmoid()
-            pwh = ps[:, 2:4].exp().clamp(max=1e3) * anchors[i]  # (n, 2) grid units
-            iou = bbox_iou(torch.cat((pxy, pwh), dim=1), tbox[i], kind=hyp["iou_type"])  # (n,)
-            lbox = lbox + (1.0 - iou).mean()
-            tobj[b, a, gj, gi] = (1.0 - gr) + gr * iou.detach().clamp(0)
-            if nc > 1:
-                t = torch.full_like(ps[:, 5:], cn)  # (n, nc)
-                t[torch.arange(n, device=device), tcls[i]] = cp
-                lcls = lcls + bce_cls(ps[:, 5:], t)
-        lobj = lobj + bce_obj(pi[..., 4], tobj)
-    lbox = lbox * hyp["giou"]
-    lobj = lobj * hyp["obj"]
-    lcls = lcls * hyp["cls"]
-    items = {"box_loss": lbox.detach(), "obj_loss": lobj.detach(), "class_loss": lcls.detach()}
-    return lbox + lobj + lcls, items
+
+    def __init__(self, model: nn.Module, hyp: Mapping[str, Any] | LossHyp, img_size: int,
+                 balance: Sequence[float] | None = None) -> None:
+        net = unwrap_model(model)
+        h = loss_hyp(hyp)
+        self.model = net  # read per call for the YOLO layers' anchors (plain reference, not a submodule)
+        self.nc = int(net.nc)
+        self.gains = (h.giou, h.obj * img_size / 320.0, h.cls * self.nc / 80.0)  # box, obj, cls
+        self.gr, self.iou_t, self.iou_kind = h.gr, h.iou_t, h.iou_type
+        self.cp, self.cn = smooth_BCE(h.label_smoothing)  # class targets, positive and negative
+        n_layers = len(net.yolo_modules())
+        self.balance = tuple(float(b) for b in balance) if balance is not None else (1.0,) * n_layers
+        if len(self.balance) != n_layers:
+            raise ValueError(f"balance has {len(self.balance)} weights for {n_layers} YOLO layers")
+        self._pos_weights, self._gamma = (h.cls_pw, h.obj_pw), h.fl_gamma
+        self._build_bce(net.yolo_modules()[0].anchors.device)
+
+    def _build_bce(self, device: torch.device) -> None:
+        """BCE (or focal) modules for classes and objectness; their pos_weight lives on `device`."""
+        self.device = device
+        self.bce_cls = _bce(self._pos_weights[0], self._gamma, device)
+        self.bce_obj = _bce(self._pos_weights[1], self._gamma, device)
+
+    def __call__(
+        self, preds: list[torch.Tensor], targets: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total YOLO loss and its parts.
+
+        `preds`: the model's training output, list of (bs, na, ny, nx, 5+nc) raw maps (any float dtype:
+        the loss is computed in float32, so it is safe under autocast). `targets`: (nt, 6)
+        `[img, cls, cx, cy, w, h]` normalised.
+
+        Returns `(loss, items)`: `loss` a 0-d float32 tensor = giou*box + obj*obj + cls*class, each a
+        MEAN (over matched anchors, resp. cells) summed over layers. It is NOT multiplied by the
+        batch size: the classic recipe (and the lr0 of cfg/hyp.yaml) backpropagates
+        `loss * batch_size / nbs` (nbs = 64) each step and steps the optimizer every
+        `accumulate = max(round(nbs / batch_size), 1)` batches, so one step sees the mean gradient of
+        about 64 images. `items` holds the three weighted terms as detached 0-d tensors under
+        "box_loss", "obj_loss", "class_loss".
+        """
+        device = preds[0].device
+        if device != self.device:  # the model moved after the loss was built
+            self._build_bce(device)
+        tcls, tbox, indices, anchors = build_targets(preds, targets, self.model, self.iou_t)
+        lbox = torch.zeros((), device=device)
+        lobj = torch.zeros((), device=device)
+        lcls = torch.zeros((), device=device)
+        for i, pi in enumerate(preds):
+            pi = pi.float()  # (bs, na, ny, nx, 5+nc); AMP outputs may be half/bfloat16
+            b, a, gj, gi = indices[i]
+            tobj = torch.zeros_like(pi[..., 0])  # (bs, na, ny, nx)
+            n = b.shape[0]
+            if n:
+                ps = pi[b, a, gj, gi]  # (n, 5+nc) predictions at matched anchors
+                pxy = ps[:, :2].sigmoid()
+                pwh = ps[:, 2:4].exp().clamp(max=1e3) * anchors[i]  # (n, 2) grid units
+                iou = bbox_iou(torch.cat((pxy, pwh), dim=1), tbox[i], kind=self.iou_kind)  # (n,)
+                lbox = lbox + (1.0 - iou).mean()
+                tobj[b, a, gj, gi] = (1.0 - self.gr) + self.gr * iou.detach().clamp(0)
+                if self.nc > 1:
+                    t = torch.full_like(ps[:, 5:], self.cn)  # (n, nc)
+                    t[torch.arange(n, device=device), tcls[i]] = self.cp
+                    lcls = lcls + self.bce_cls(ps[:, 5:], t)
+            lobj = lobj + self.balance[i] * self.bce_obj(pi[..., 4], tobj)
+        lbox = lbox * self.gains[0]
+        lobj = lobj * self.gains[1]
+        lcls = lcls * self.gains[2]
+        items = {"box_loss": lbox.detach(), "obj_loss": lobj.detach(), "class_loss": lcls.detach()}
+        return lbox + lobj + lcls, items

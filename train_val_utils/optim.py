@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from train_val_utils.hyp import OptimizerHyp, optimizer_hyp
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +40,25 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return decay, norm, bias
 
 
-def build_optimizer(model: nn.Module, name: str, hyp: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, name: str, hyp: Mapping[str, Any] | OptimizerHyp
+) -> torch.optim.Optimizer:
     """SGD (nesterov, hyp momentum), Adam or AdamW (betas (momentum, 0.999)) with three groups.
 
-    Groups, in this order: 0 = norm weights (no decay), 1 = conv/linear weights
-    (`weight_decay`), 2 = biases (no decay, `is_bias=True`, for warm-up). Every group starts at
-    `lr0` and gets `initial_lr` (what LambdaLR and `apply_warmup` scale).
+    `hyp` is the validated hyp dict or its `optimizer_hyp` section. Groups, in this order: 0 = norm
+    weights (no decay), 1 = conv/linear weights (`weight_decay`), 2 = biases (no decay,
+    `is_bias=True`, for warm-up). Every group starts at `lr0` and gets `initial_lr` (what LambdaLR
+    and `apply_warmup` scale).
     """
     name = name.lower()
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    h = optimizer_hyp(hyp)
     decay, norm, bias = split_parameters(model)
-    lr, momentum = hyp["lr0"], hyp["momentum"]
+    lr, momentum = h.lr0, h.momentum
     groups = [
         {"params": norm, "weight_decay": 0.0, "is_bias": False, "group_name": "norm"},
-        {"params": decay, "weight_decay": hyp["weight_decay"], "is_bias": False, "group_name": "weights"},
+        {"params": decay, "weight_decay": h.weight_decay, "is_bias": False, "group_name": "weights"},
         {"params": bias, "weight_decay": 0.0, "is_bias": True, "group_name": "bias"},
     ]
     for g in groups:
@@ -64,7 +70,7 @@ def build_optimizer(model: nn.Module, name: str, hyp: dict[str, Any]) -> torch.o
     else:
         opt = torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     logger.info("optimizer %s: %d weights (decay %g), %d norm weights, %d biases (no decay)",
-                name, len(decay), hyp["weight_decay"], len(norm), len(bias))
+                name, len(decay), h.weight_decay, len(norm), len(bias))
     return opt
 
 
@@ -75,11 +81,12 @@ def cosine_lr_lambda(epochs: int, lrf: float) -> Callable[[int], float]:
     return factor
 
 
-def warmup_iterations(n_batches_per_epoch: int, hyp: dict[str, Any]) -> int:
+def warmup_iterations(n_batches_per_epoch: int, hyp: Mapping[str, Any] | OptimizerHyp) -> int:
     """Warm-up length in iterations: max(round(warmup_epochs * nb), 500) (0 when warmup_epochs is 0)."""
-    if hyp["warmup_epochs"] <= 0:
+    warmup_epochs = optimizer_hyp(hyp).warmup_epochs
+    if warmup_epochs <= 0:
         return 0
-    return max(round(hyp["warmup_epochs"] * n_batches_per_epoch), 500)
+    return max(round(warmup_epochs * n_batches_per_epoch), 500)
 
 
 def _interp(ni: int, n_warmup: int, start: float, end: float) -> float:
@@ -88,7 +95,8 @@ def _interp(ni: int, n_warmup: int, start: float, end: float) -> float:
 
 
 def apply_warmup(
-    optimizer: torch.optim.Optimizer, ni: int, n_warmup: int, lr_factor: float, hyp: dict[str, Any]
+    optimizer: torch.optim.Optimizer, ni: int, n_warmup: int, lr_factor: float,
+    hyp: Mapping[str, Any] | OptimizerHyp,
 ) -> None:
     """Set LR (and momentum) of every group for iteration `ni` (0-based, counted over all epochs).
 
@@ -99,11 +107,12 @@ def apply_warmup(
     """
     if n_warmup <= 0:
         return
+    h = optimizer_hyp(hyp)
     for g in optimizer.param_groups:
         target = g["initial_lr"] * lr_factor
-        start = hyp["warmup_bias_lr"] if g.get("is_bias", False) else 0.0
+        start = h.warmup_bias_lr if g.get("is_bias", False) else 0.0
         g["lr"] = _interp(ni, n_warmup, start, target)
-        m = _interp(ni, n_warmup, hyp["warmup_momentum"], hyp["momentum"])
+        m = _interp(ni, n_warmup, h.warmup_momentum, h.momentum)
         if "momentum" in g:
             g["momentum"] = m
         if "betas" in g:

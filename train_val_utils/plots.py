@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from build_utils.drawing import class_color, draw_box
-from train_val_utils.boxes import xywh2xyxy, xyxy2xywh
+from train_val_utils.geometry import xywh2xyxy, xyxy2xywh
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from build_utils.augment import letterbox
 from build_utils.torch_utils import time_sync
-from train_val_utils.boxes import non_max_suppression, scale_coords
 from train_val_utils.detections_io import ResultWriter, summary_text
+from train_val_utils.geometry import scale_coords
+from train_val_utils.nms import non_max_suppression
 from train_val_utils.predict_sources import Frame, FramePrefetcher, SourceSpec
 
 logger = logging.getLogger(__name__)

@@ -36,8 +36,8 @@ from modules.model import DarkNet
 from train_val_utils.distributed_utils import DistInfo, barrier, broadcast_object
 from train_val_utils.ema import ModelEMA
 from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
-from train_val_utils.hyp import load_hyp, scale_loss_gains, validate_hyp
-from train_val_utils.loss import compute_loss
+from train_val_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
+from train_val_utils.loss import YoloLoss
 from train_val_utils.optim import build_optimizer, cosine_lr_lambda, warmup_iterations
 from train_val_utils.plot_queue import PlotQueue
 from train_val_utils.run_config import RunConfig
@@ -129,8 +129,9 @@ class Trainer:
 
     def _setup_optimization(self) -> None:
         run = self.run
-        self.optimizer = build_optimizer(unwrap_model(self.model), run.optimizer, self.hyp)
-        self.lr_lambda = cosine_lr_lambda(run.epochs, self.hyp["lrf"])
+        self.optim_hyp = optimizer_hyp(self.hyp)
+        self.optimizer = build_optimizer(unwrap_model(self.model), run.optimizer, self.optim_hyp)
+        self.lr_lambda = cosine_lr_lambda(run.epochs, self.optim_hyp.lrf)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lr_lambda)
         cuda = self.device.type == "cuda"
         self.amp = cuda if run.amp is None else bool(run.amp)
@@ -138,9 +139,8 @@ class Trainer:
         use_scaler = self.amp and self.amp_dtype == torch.float16  # bfloat16 needs no loss scaling
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.ema = ModelEMA(self.model) if run.ema else None
-        loss_hyp, net = scale_loss_gains(self.hyp, self.nc, run.img_size), unwrap_model(self.model)
         forward_model = torch.compile(self.model) if run.compile else self.model
-        self.kit = TrainKit(model=forward_model, loss_fn=lambda p, t: compute_loss(p, t, net, loss_hyp),
+        self.kit = TrainKit(model=forward_model, loss_fn=YoloLoss(self.model, self.hyp, run.img_size),
                             optimizer=self.optimizer, scaler=self.scaler, ema=self.ema, device=self.device,
                             dist=self.dist, ema_source=self.model)
 
@@ -176,10 +176,10 @@ class Trainer:
             val_set = LoadImagesAndLabels(self.data["valid"], batch_size=self.batch * 2, augment=False,
                                           rect=True, **common)
             self.val_loader = self._loader(val_set, self.batch * 2, workers)
-        warmup_iters = warmup_iterations(len(self.train_loader), self.hyp)
+        warmup_iters = warmup_iterations(len(self.train_loader), self.optim_hyp)
         self.schedule = StepSchedule(
             accumulate=self.accumulate, nbs=run.nbs, warmup_iters=warmup_iters, img_size=run.img_size,
-            warmup_hyp={k: self.hyp[k] for k in ("momentum", "warmup_momentum", "warmup_bias_lr")},
+            optim_hyp=self.optim_hyp,
             multi_scale=run.multi_scale, grid=self.max_stride, amp=self.amp, amp_dtype=self.amp_dtype,
             seed=run.seed, channels_last=run.channels_last)
         logger.info("batch %d per rank x %d rank(s), accumulate %d (nominal batch %d), warm-up %d iterations,"

@@ -1,7 +1,8 @@
-"""Box geometry: format conversions, IoU, clipping, letterbox inversion and non-maximum suppression.
+"""Non-maximum suppression: `non_max_suppression` over a batch, and its per-class kernels.
 
-Formats are named in function names: `xywh` = centre x, centre y, width, height; `xyxy` = corners.
-Every function accepts torch tensors (and numpy arrays where noted) and never modifies its input.
+torchvision's `nms` kernel runs when it is installed; the pure-torch/NumPy fallback keeps exactly its
+keeps (same float32 arithmetic, tie and 0/0 rules). Box conversions come from `geometry.py`; nothing
+here modifies its input.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 import numpy as np
 import torch
 
+from train_val_utils.geometry import xywh2xyxy
+
 logger = logging.getLogger(__name__)
 
 try:  # torchvision's C++/CUDA kernel when present; the pure-torch version below keeps identical results
@@ -18,97 +21,12 @@ try:  # torchvision's C++/CUDA kernel when present; the pure-torch version below
 except ImportError:  # pragma: no cover - depends on the environment
     _tv_nms = None
 
-Boxes = torch.Tensor | np.ndarray
-
 # Class-aware NMS shifts each class's boxes by class * MAX_WH pixels so boxes of different classes never
 # overlap; MAX_WH must exceed any image side the model sees.
 MAX_WH = 7680
 # At most this many candidates per image enter NMS (highest scores first); guards against a
 # degenerate model emitting every anchor at conf_thres 0.001.
 MAX_NMS = 30000
-
-
-def _clone(x: Boxes) -> Boxes:
-    return x.clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
-
-
-def xywh2xyxy(x: Boxes) -> Boxes:
-    """(n, 4) centre/size boxes -> corner boxes, as a new array."""
-    y = _clone(x)
-    y[..., 0] = x[..., 0] - x[..., 2] / 2
-    y[..., 1] = x[..., 1] - x[..., 3] / 2
-    y[..., 2] = x[..., 0] + x[..., 2] / 2
-    y[..., 3] = x[..., 1] + x[..., 3] / 2
-    return y
-
-
-def xyxy2xywh(x: Boxes) -> Boxes:
-    """(n, 4) corner boxes -> centre/size boxes, as a new array."""
-    y = _clone(x)
-    y[..., 0] = (x[..., 0] + x[..., 2]) / 2
-    y[..., 1] = (x[..., 1] + x[..., 3]) / 2
-    y[..., 2] = x[..., 2] - x[..., 0]
-    y[..., 3] = x[..., 3] - x[..., 1]
-    return y
-
-
-def box_area_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """(n, 4) xyxy -> (n,) areas (zero for degenerate boxes)."""
-    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-
-
-def box_iou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
-    """Pairwise IoU of xyxy boxes: (N, 4), (M, 4) -> (N, M).
-
-    Two zero-area boxes give 0/0; with the default eps=0 that is NaN, matching the NMS kernels, and
-    callers that need a number pass a small eps.
-    """
-    lt = torch.max(box1[:, None, :2], box2[None, :, :2])  # (N, M, 2)
-    rb = torch.min(box1[:, None, 2:], box2[None, :, 2:])  # (N, M, 2)
-    wh = (rb - lt).clamp(min=0)  # (N, M, 2)
-    inter = wh[..., 0] * wh[..., 1]  # (N, M)
-    union = box_area_xyxy(box1)[:, None] + box_area_xyxy(box2)[None, :] - inter
-    return inter / (union + eps)
-
-
-def clip_coords(boxes: Boxes, shape: tuple[int, int]) -> Boxes:
-    """Clip xyxy boxes to an image of `shape` (h, w); returns a new array."""
-    h, w = shape[:2]
-    y = _clone(boxes)
-    if isinstance(y, torch.Tensor):
-        y[..., 0::2] = y[..., 0::2].clamp(0, w)
-        y[..., 1::2] = y[..., 1::2].clamp(0, h)
-    else:
-        y[..., 0::2] = y[..., 0::2].clip(0, w)
-        y[..., 1::2] = y[..., 1::2].clip(0, h)
-    return y
-
-
-def scale_coords(
-    img1_shape: tuple[int, int],
-    coords: Boxes,
-    img0_shape: tuple[int, int],
-    ratio_pad: tuple[tuple[float, float], tuple[float, float]] | None = None,
-) -> Boxes:
-    """Map xyxy boxes from a letterboxed/rect image of `img1_shape` (h, w) back to the original
-    `img0_shape` (h0, w0), clipped to it; returns a new array.
-
-    `ratio_pad` is the dataset's `shapes[i][1]` = `((h/h0, w/w0), (pad_w, pad_h))`; it carries the exact
-    per-axis ratios and paddings of the letterbox that made the image. Without it they are recomputed
-    the way `build_utils.augment.letterbox` does (one gain, centred padding, left/top rounded down).
-    """
-    if ratio_pad is None:
-        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
-        new_h, new_w = round(img0_shape[0] * gain), round(img0_shape[1] * gain)
-        gain_h, gain_w = new_h / img0_shape[0], new_w / img0_shape[1]
-        pad_w = round((img1_shape[1] - new_w) / 2 - 0.1)  # letterbox's left/top rounding
-        pad_h = round((img1_shape[0] - new_h) / 2 - 0.1)
-    else:
-        (gain_h, gain_w), (pad_w, pad_h) = ratio_pad
-    y = _clone(coords)
-    y[..., 0::2] = (coords[..., 0::2] - pad_w) / gain_w
-    y[..., 1::2] = (coords[..., 1::2] - pad_h) / gain_h
-    return clip_coords(y, img0_shape)
 
 
 def _greedy_numpy(b: np.ndarray, group: np.ndarray, iou_thres: float, max_keep: int | None) -> np.ndarray:
