@@ -32,8 +32,8 @@ class DarknetMaxPool(nn.Module):
     """Darknet maxpool: total padding `size-1`, `(size-1)//2` on the left/top, the rest right/bottom.
 
     Cells outside the image never win the max. PyTorch's own padding is symmetric, so the
-    asymmetric case (size 2, stride 1 in yolov3-tiny) pads by replicating the edge, which for a
-    max is the same as padding with -inf (the edge cell is in every window that sees the pad).
+    asymmetric case (size 2, stride 1 in yolov3-tiny) pads with -inf first. (A replicate pad gives
+    the same numbers, but its backward breaks `torch.compile` on channels_last tensors.)
     """
 
     def __init__(self, size: int, stride: int) -> None:
@@ -54,7 +54,7 @@ class DarknetMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (bs, c, h, w) -> (bs, c, h', w')
         if not self.symmetric and self._pad_reaches_a_window(int(x.shape[-2]), int(x.shape[-1])):
-            x = F.pad(x, (self.left, self.right, self.left, self.right), mode="replicate")
+            x = F.pad(x, (self.left, self.right, self.left, self.right), value=float("-inf"))
         return self.pool(x)
 
 
