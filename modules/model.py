@@ -17,7 +17,8 @@ from torch import nn
 
 from build_utils.errors import ConfigError
 from build_utils.layers import DarknetMaxPool, Route, Shortcut, make_activation
-from build_utils.parse_config import parse_model_cfg_text
+from build_utils.parse_config import parse_model_cfg_text, read_cfg_text
+from modules.graph_check import check_graph
 from modules.yolo_layer import YOLOLayer
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class DarkNet(nn.Module):
                 raise ConfigError(
                     f"{path}:0: cfg file not found; pass an existing .cfg such as cfg/yolov3-spp.cfg"
                 )
-            cfg_text = path.read_text(encoding="utf-8")
+            cfg_text = read_cfg_text(path)
         source = str(cfg)
         sections = parse_model_cfg_text(cfg_text, source)
         self.cfg_text = cfg_text
@@ -109,6 +110,7 @@ class DarkNet(nn.Module):
         self.net_info = sections[0]
         self.module_defs = sections[1:]
         in_ch = self.net_info.get("channels", 3)
+        check_graph(self.module_defs, self.net_info, source)
         self.module_list, self.routs = create_modules(self.module_defs, in_ch, source)
         self.yolo_layers = [i for i, m in enumerate(self.module_defs) if m["type"] == "yolo"]
         classes = {self.module_defs[i]["classes"] for i in self.yolo_layers}
