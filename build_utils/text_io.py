@@ -17,24 +17,29 @@ from build_utils.errors import ConfigError, UserError
 
 
 def read_utf8(path: str | Path, error: type[UserError] = ConfigError) -> str:
-    """Decode a file as UTF-8 (a leading BOM is dropped); an undecodable byte raises `error` at its offset."""
+    """Decode a file as UTF-8 (a leading BOM is dropped); the first bad byte raises `error` at its offset.
+
+    NUL bytes count as bad: they are valid UTF-8 but mean binary data or UTF-16 without a BOM.
+    """
     path = Path(path)
     data = path.read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise error(f"{path}:1: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); "
                     f"save it as UTF-8")
-    if (nul := data.find(b"\x00")) >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise error(f"{path}:{line}: byte offset {nul} is a NUL byte, so this is "
-                    f"binary or UTF-16 data, not a text file; save it as UTF-8 text")
     bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
-        return data[bom:].decode("utf-8")
+        text = data[bom:].decode("utf-8")
+        bad, why = len(data), ""
     except UnicodeDecodeError as err:
-        offset = bom + err.start
-        line = data.count(b"\n", 0, offset) + 1
-        raise error(f"{path}:{line}: byte offset {offset} (0x{data[offset]:02x}) is not valid UTF-8 "
-                    f"({err.reason}); save the file as UTF-8 text") from None
+        bad = bom + err.start
+        text, why = "", f"(0x{data[bad]:02x}) is not valid UTF-8 ({err.reason})"
+    nul = data.find(b"\x00", 0, bad)
+    if nul >= 0:
+        bad, why = nul, "is a NUL byte, so this is binary or UTF-16 data, not a text file"
+    if bad < len(data):
+        line = data.count(b"\n", 0, bad) + 1
+        raise error(f"{path}:{line}: byte offset {bad} {why}; save the file as UTF-8 text")
+    return text
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

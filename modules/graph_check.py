@@ -49,9 +49,9 @@ def _strides(layers: list[dict[str, Any]], source: str) -> list[int]:
         elif kind == "upsample":
             up = mdef.get("stride", 2)
             if stride % up:
-                raise _err(source, mdef, i, f"stride={up}: upsamples a map of total stride {stride} past the "
-                                            f"input resolution; its total stride must stay a whole number "
-                                            f"(use an upsample stride that divides {stride})")
+                raise _err(source, mdef, i, f"stride={up}: would make a map larger than the input (the map "
+                                            f"it upsamples has total stride {stride}); upsample only maps "
+                                            f"downsampled at least {up}x, or check the layers feeding it")
             stride //= up
         elif kind == "route":
             stride = strides[mdef["_from"][0]]

@@ -238,7 +238,8 @@ def summary_table(results: list[tuple[Mutant, str, str]]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutations")
     parser.add_argument("--n", type=int, default=200, help="number of mutants")
     parser.add_argument("--cfg", type=Path, nargs="+", default=list(DEFAULT_CFGS),
