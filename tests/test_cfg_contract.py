@@ -218,12 +218,12 @@ def test_fuzz_script_flags_a_violation(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_fuzz_contract_holds(tmp_path, capsys):
-    """80 seeded mutants (mostly tiny, some spp): every one is a path:line ConfigError or runs."""
-    mutants = fuzz.make_mutants(list(fuzz.DEFAULT_CFGS), 80, seed=20240611, weights=[0.9, 0.1])
+    """60 seeded mutants (mostly tiny, some spp): every one is a path:line ConfigError or runs."""
+    mutants = fuzz.make_mutants(list(fuzz.DEFAULT_CFGS), 60, seed=20240611, weights=[0.9, 0.1])
     results = fuzz.run_fuzz(mutants, img_size=64, workdir=tmp_path)
     table = fuzz.summary_table(results)
     print(table)
     outcomes = [outcome for _, outcome, _ in results]
     assert outcomes.count(fuzz.VIOLATION) == 0, table
-    assert outcomes.count(fuzz.ERROR) >= 30 and outcomes.count(fuzz.RAN) >= 10, table
+    assert outcomes.count(fuzz.ERROR) >= 25 and outcomes.count(fuzz.RAN) >= 15, table
     assert {m.base for m in mutants} == {"yolov3-tiny.cfg", "yolov3-spp.cfg"}
