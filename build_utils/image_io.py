@@ -18,6 +18,7 @@ from build_utils.errors import DatasetError
 LOGGER = logging.getLogger(__name__)
 
 IMG_FORMATS = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
+HEAD_BYTES = 32  # every signature `sniff_image_format` knows, and enough text to recognise a text file
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -59,8 +60,52 @@ def _decode_bgr(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: the file is empty (0 bytes); remove it or re-export the image")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied by OpenCV
     if img is None:
-        raise DatasetError(f"{path}: not a decodable image; remove it or re-export it as JPEG/PNG")
+        why = undecodable_reason(data[:HEAD_BYTES].tobytes())
+        raise DatasetError(f"{path}: {why}; remove it or re-export it as JPEG/PNG")
     return img  # (H, W, 3) BGR
+
+
+def sniff_image_format(head: bytes) -> str | None:
+    """The image format the first bytes announce ('JPEG', 'PNG', 'BMP', 'TIFF', 'WEBP'), else None.
+
+    Files are judged by content, not by suffix: exporters and web downloads often save a PNG as
+    `.jpg`, which decodes fine and must not be checked as a JPEG.
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG"):
+        return "PNG"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def undecodable_reason(head: bytes) -> str:
+    """Why bytes starting with `head` gave no image: a damaged known format, text, or unknown data."""
+    fmt = sniff_image_format(head)
+    if fmt is not None:
+        return f"unreadable image: {fmt} data that cannot be decoded (damaged or cut short)"
+    text = _as_text(head)
+    if text:
+        return f"not an image: the file starts with text {text!r}"
+    first = head[:8].hex(" ")
+    return f"unrecognised image format (first bytes {first}); supported: JPEG, PNG, BMP, TIFF, WebP"
+
+
+def _as_text(head: bytes) -> str:
+    """`head` as stripped text when it is printable UTF-8 (a character cut at the end allowed), else ''."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:
+            return ""
+        text = head[:err.start].decode("utf-8")
+    printable = all(c.isprintable() or c in "\t\r\n" for c in text)
+    return text.strip() if printable else ""
 
 
 def image_size_hw(path: str | Path) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from build_utils.errors import DatasetError
-from build_utils.image_io import read_image
+from build_utils.image_io import HEAD_BYTES, read_image, sniff_image_format, undecodable_reason
 from train_val_utils.geometry import clip_coords, xywh2xyxy, xyxy2xywh
 
 LOGGER = logging.getLogger(__name__)
@@ -45,15 +45,16 @@ def _check_image(img_path: str) -> tuple[int, int]:
     size = os.path.getsize(img_path)
     if size == 0:
         raise ValueError("zero-byte image")
-    if img_path.lower().endswith((".jpg", ".jpeg")):
-        with open(img_path, "rb") as f:
+    with open(img_path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+        if sniff_image_format(head) == "JPEG":  # by content: a PNG named .jpg is fine
             f.seek(max(0, size - 64))
             if b"\xff\xd9" not in f.read():
                 raise ValueError("truncated JPEG (no end-of-image marker); re-export the image")
     try:
         img = read_image(img_path)
     except DatasetError:
-        raise ValueError("unreadable image (cannot be decoded)") from None
+        raise ValueError(undecodable_reason(head)) from None
     h, w = img.shape[:2]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ValueError(f"image is {w}x{h} px, under {MIN_SIDE} px")
@@ -87,7 +88,8 @@ def _bad_line(rows: list[list[str]], numbers: list[int], nc: int | None) -> tupl
 
 def parse_label_file(label_path: str, nc: int | None) -> tuple[np.ndarray, list[str]]:
     """(n, 5) `[class, cx, cy, w, h]` float32 and notes; raises ValueError naming line and reason."""
-    lines = Path(label_path).read_text(encoding="utf-8", errors="replace").splitlines()
+    # utf-8-sig: Windows editors start files with a byte-order mark, which must not spoil line 1
+    lines = Path(label_path).read_text(encoding="utf-8-sig", errors="replace").splitlines()
     numbers = [i + 1 for i, ln in enumerate(lines) if ln.strip()]
     rows = [lines[i - 1].split() for i in numbers]
     bad = _bad_line(rows, numbers, nc)

@@ -8,11 +8,13 @@ at the cfg line rather than at a tensor shape deep inside the model.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from build_utils.errors import ConfigError
+from build_utils.text_io import read_utf8
 
 # Value kinds: "int", "float", "ints" (always a list), "floats" (always a list), "str", "num" (int or float).
 _NET_KEYS = {
@@ -51,6 +53,7 @@ _SECTION_KEYS: dict[str, dict[str, str]] = {
 ACTIVATIONS = ("leaky", "linear", "mish", "swish", "relu", "logistic")
 _SECTION_RE = re.compile(r"^\[\s*([^\]]*?)\s*\]$")
 _INT_RE = re.compile(r"^[+-]?\d+$")
+INT32_MAX = 2**31 - 1  # Darknet reads every integer into a C int
 
 
 def _number(text: str) -> int | float:
@@ -59,11 +62,18 @@ def _number(text: str) -> int | float:
     return int(text) if _INT_RE.match(text) else float(text)
 
 
+class _OutOfRange(ValueError):
+    """A numeric value that parses but no C int / finite float can hold."""
+
+
 def _typed(kind: str, raw: str) -> Any:
     if kind == "str":
         return raw
     parts = [p for p in raw.split(",") if p.strip() != ""]
     values = [_number(p) for p in parts]
+    for v in values:
+        if (isinstance(v, int) and abs(v) > INT32_MAX) or (isinstance(v, float) and not math.isfinite(v)):
+            raise _OutOfRange(str(v))
     if kind in ("ints", "floats"):
         if kind == "ints" and not all(isinstance(v, int) for v in values):
             raise ValueError(raw)
@@ -79,6 +89,11 @@ _KIND_WORDS = {
     "int": "an integer", "float": "a number", "num": "a number",
     "ints": "a comma list of integers", "floats": "a comma list of numbers",
 }
+
+
+def _layer_tag(index: int) -> str:
+    """' (layer N)' for cfg layers; '' for [net] (index -1)."""
+    return f" (layer {index})" if index >= 0 else ""
 
 
 def _parse_lines(text: str, source: str) -> list[dict[str, Any]]:
@@ -110,12 +125,22 @@ def _parse_lines(text: str, source: str) -> list[dict[str, Any]]:
                 f"{source}:{lineno}: unknown key {key!r} for [{section['type']}]; "
                 f"expected one of {', '.join(sorted(kinds))}"
             )
+        where = f"{source}:{lineno}: [{section['type']}]{_layer_tag(len(sections) - 2)}"
+        if key in section["_key_lines"]:
+            raise ConfigError(
+                f"{where} {key}={value}: {key} is set twice in this section (first at line "
+                f"{section['_key_lines'][key]}); keep one"
+            )
         try:
             section[key] = _typed(kinds[key], value)
+        except _OutOfRange as err:
+            raise ConfigError(
+                f"{where} {key}={value}: {err} is out of range (integers must fit a 32-bit int, numbers "
+                f"must be finite); use a sensible value"
+            ) from None
         except ValueError:
             raise ConfigError(
-                f"{source}:{lineno}: [{section['type']}] {key}={value!r} is not numeric; "
-                f"expected {_KIND_WORDS[kinds[key]]}"
+                f"{where} {key}={value!r} is not numeric; expected {_KIND_WORDS[kinds[key]]}"
             ) from None
         section["_key_lines"][key] = lineno
     return sections
@@ -174,6 +199,7 @@ def _check_yolo(layers: list[dict[str, Any]], source: str) -> None:
                 f"is past its anchors; "
                 f"expected indices 0..{n_anchors - 1} ({n_anchors} anchor pairs)"
             )
+        _check_yolo_values(mdef, i, source)
         mdef.setdefault("classes", 80)
         pred = layers[i - 1] if i > 0 else None
         if pred is None or pred["type"] != "convolutional":
@@ -188,6 +214,78 @@ def _check_yolo(layers: list[dict[str, Any]], source: str) -> None:
                 f"has filters={pred.get('filters')}; expected (5+classes)*len(mask) = "
                 f"(5+{mdef['classes']})*{len(mdef['mask'])} = {need}"
             )
+
+
+# Allowed (lo, hi) per integer key, inclusive. Darknet itself accepts more, but values outside these
+# either crash (0, negatives), ask for absurd memory (filters=2**31), or make no sense for a detector.
+_INT_RANGES: dict[str, dict[str, tuple[int, int]]] = {
+    "net": {"channels": (3, 3)},
+    "convolutional": {
+        "filters": (1, 65536), "size": (1, 63), "stride": (1, 32), "pad": (0, 1), "padding": (0, 1),
+        "groups": (1, 65536), "batch_normalize": (0, 1), "dilation": (1, 1),
+    },
+    "maxpool": {"size": (1, 63), "stride": (1, 32)},
+    "upsample": {"stride": (1, 32)},
+    "route": {"groups": (1, 65536), "group_id": (0, 65535)},
+    "yolo": {"classes": (1, 100000), "num": (1, 1000)},
+}
+_RANGE_FIX = {  # what to do, where the range alone does not say it
+    ("net", "channels"): "the model reads RGB images; set channels=3",
+    ("convolutional", "dilation"): "dilated convolutions are not supported; remove dilation=",
+    ("convolutional", "pad"): "pad=1 pads by size//2, pad=0 not at all",
+    ("convolutional", "padding"): "padding=1 pads by size//2, padding=0 not at all",
+}
+
+
+def _bad_value(source: str, mdef: dict[str, Any], i: int, key: str, problem: str, fix: str) -> ConfigError:
+    """`path:line: [section] (layer N) key=value: problem; fix`, at the key's own line."""
+    value = mdef.get(key, "")
+    shown = ",".join(str(v) for v in value) if isinstance(value, list) else value
+    return ConfigError(f"{_where(source, mdef, key)}: [{mdef['type']}]{_layer_tag(i)} {key}={shown}: "
+                       f"{problem}; {fix}")
+
+
+def _check_ranges(sections: list[dict[str, Any]], source: str) -> None:
+    """Every integer key within `_INT_RANGES`, checked before anything is sized from it."""
+    for index, mdef in enumerate(sections):
+        for key, (lo, hi) in _INT_RANGES.get(mdef["type"], {}).items():
+            value = mdef.get(key)
+            if value is None or lo <= value <= hi:
+                continue
+            allowed = f"must be {lo}" if lo == hi else f"must be from {lo} to {hi}"
+            fix = _RANGE_FIX.get((mdef["type"], key), f"set {key} within that range")
+            raise _bad_value(source, mdef, index - 1, key, allowed, fix)
+
+
+def _check_options(layers: list[dict[str, Any]], source: str) -> None:
+    """Rules between keys of one section (groups, group_id, maxpool padding, shortcut activation)."""
+    for i, mdef in enumerate(layers):
+        kind = mdef["type"]
+        if kind == "convolutional" and mdef["filters"] % mdef.get("groups", 1):
+            raise _bad_value(source, mdef, i, "groups", f"does not divide filters={mdef['filters']}",
+                             "use a divisor of filters (usually 1)")
+        if kind == "route" and mdef.get("group_id", 0) >= mdef.get("groups", 1):
+            raise _bad_value(source, mdef, i, "group_id", f"must be below groups={mdef.get('groups', 1)}",
+                             f"pick a group from 0 to {mdef.get('groups', 1) - 1}")
+        if kind == "maxpool" and "padding" in mdef and mdef["padding"] != mdef.get("size", 2) - 1:
+            raise _bad_value(source, mdef, i, "padding", "only Darknet's default (size-1) is supported",
+                             "remove padding=")
+        if kind == "shortcut" and mdef.get("activation", "linear") != "linear":
+            raise _bad_value(source, mdef, i, "activation", "a [shortcut] here is a plain sum",
+                             "use activation=linear")
+
+
+def _check_yolo_values(mdef: dict[str, Any], i: int, source: str) -> None:
+    """Anchors positive, mask indices distinct, scale_x_y positive: each would train silently wrong."""
+    if any(a <= 0 for a in mdef.get("anchors", [])):
+        raise _bad_value(source, mdef, i, "anchors", "every anchor width and height must be > 0",
+                         "anchors are w,h pairs in input pixels, e.g. 10,14, 23,27")
+    mask = mdef.get("mask", [])
+    if len(set(mask)) != len(mask) or ("mask" in mdef and not mask):
+        raise _bad_value(source, mdef, i, "mask", "mask indices must be distinct and not empty",
+                         "list each anchor index once, e.g. mask=0,1,2")
+    if mdef.get("scale_x_y", 1.0) <= 0:
+        raise _bad_value(source, mdef, i, "scale_x_y", "must be > 0", "use 1.0 (YOLOv3) or e.g. 1.05-1.2")
 
 
 def _check_layers(layers: list[dict[str, Any]], source: str) -> None:
@@ -216,23 +314,25 @@ def parse_model_cfg_text(text: str, source: str = "<cfg>") -> list[dict[str, Any
         line = sections[0]["_line"] if sections else 1
         raise ConfigError(f"{source}:{line}: a Darknet cfg must start with a [net] section")
     layers = sections[1:]
+    _check_ranges(sections, source)
     _check_layers(layers, source)
+    _check_options(layers, source)
     _check_links(layers, source)
     _check_yolo(layers, source)
     return sections
 
 
-def read_model_cfg(path: str | Path) -> str:
-    """The text of a Darknet `.cfg` file; `ConfigError` when it does not exist."""
+def parse_model_cfg(path: str | Path) -> list[dict[str, Any]]:
+    """Read and parse a Darknet `.cfg` file (see `parse_model_cfg_text`)."""
+    return parse_model_cfg_text(read_cfg_text(path), str(path))
+
+
+def read_cfg_text(path: str | Path) -> str:
+    """The text of a `.cfg` file, which must exist and be UTF-8 (a leading BOM is dropped)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}:0: cfg file not found; pass an existing .cfg such as cfg/yolov3-spp.cfg")
-    return path.read_text(encoding="utf-8")
-
-
-def parse_model_cfg(path: str | Path) -> list[dict[str, Any]]:
-    """Read and parse a Darknet `.cfg` file (see `parse_model_cfg_text`)."""
-    return parse_model_cfg_text(read_model_cfg(path), str(path))
+    return read_utf8(path)
 
 
 def load_class_names(path: str | Path) -> list[str]:
@@ -240,7 +340,7 @@ def load_class_names(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}:0: names file not found; it should list one class name per line")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
 
 
 _DATA_PATH_KEYS = ("train", "valid", "names")
@@ -270,7 +370,7 @@ def parse_data_cfg(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}:0: .data file not found; pass e.g. data/coco128.data")
     out: dict[str, Any] = {}
     lines: dict[str, int] = {}
-    for lineno, raw_line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw_line in enumerate(read_utf8(path).splitlines(), start=1):
         line = re.split(r"[#;]", raw_line, maxsplit=1)[0].strip()
         if not line:
             continue

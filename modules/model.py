@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from build_utils.errors import ConfigError
-from build_utils.parse_config import parse_model_cfg_text, read_model_cfg
+from build_utils.parse_config import parse_model_cfg_text, read_cfg_text
+from modules.graph_check import check_graph
 from modules.layers import DarknetMaxPool, Route, Shortcut, make_activation
 from modules.yolo_layer import YOLOLayer
 
@@ -101,12 +102,13 @@ class DarkNet(nn.Module):
         """
         super().__init__()
         source = str(cfg)
-        self.cfg_text = read_model_cfg(cfg) if cfg_text is None else cfg_text
+        self.cfg_text = read_cfg_text(cfg) if cfg_text is None else cfg_text
         self.cfg_name = Path(source).name
         sections = parse_model_cfg_text(self.cfg_text, source)  # [net, layer0, layer1, ...]
         self.net_info = sections[0]
         self.module_defs = sections[1:]
         in_ch = self.net_info.get("channels", 3)
+        check_graph(self.module_defs, self.net_info, source)
         self.module_list, self.routs = create_modules(self.module_defs, in_ch, source)
         self.yolo_layers = [i for i, m in enumerate(self.module_defs) if m["type"] == "yolo"]
         classes = {self.module_defs[i]["classes"] for i in self.yolo_layers}

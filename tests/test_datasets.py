@@ -126,6 +126,28 @@ def test_unwritable_cache_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture
     assert not list((tmp_path / "labels").glob("*cache*"))
 
 
+def test_bom_label_png_named_jpg_and_text_named_jpg(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A UTF-8 BOM keeps its image; a PNG saved as .jpg is used; a text file as .jpg is named as text."""
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    _jpg(imgs / "bom.jpg")
+    (labs / "bom.txt").write_bytes(b"\xef\xbb\xbf" + GOOD_ROW.encode() + b"2 0.25 0.25 0.1 0.1\r\n")
+    ok, png = cv2.imencode(".png", np.full((48, 64, 3), 120, np.uint8))
+    (imgs / "png.jpg").write_bytes(png.tobytes())
+    (labs / "png.txt").write_text(GOOD_ROW)
+    (imgs / "text.jpg").write_text("<html>404 not found</html>\n")
+    (labs / "text.txt").write_text(GOOD_ROW)
+    with caplog.at_level(logging.INFO):
+        ds = LoadImagesAndLabels(imgs, img_size=64, nc=3)
+    assert sorted(Path(f).name for f in ds.img_files) == ["bom.jpg", "png.jpg"]
+    bom = ds.labels[ds.img_files.index(str(imgs / "bom.jpg"))]
+    np.testing.assert_allclose(bom, [[0, 0.5, 0.5, 0.2, 0.2], [2, 0.25, 0.25, 0.1, 0.1]], atol=1e-6)
+    why = "not an image: the file starts with text '<html>404 not found</html>'"
+    assert f"text.jpg: {why} (skipped)" in caplog.text
+    assert "truncated" not in caplog.text
+
+
 def test_path_forms_and_label_rule(tmp_path: Path) -> None:
     imgs = _make_fixture(tmp_path)
     (tmp_path / "list.txt").write_text("images/good.jpg\nimages/good2.jpg\n")

@@ -120,3 +120,27 @@ def test_section_readers(tmp_path, repo_root):
     with pytest.raises(HypError, match="hsv_h, hsv_s, hsv_v.*missing from the AugmentHyp section"):
         augment_hyp({"mosaic": 1.0})
 
+
+
+def test_duplicate_keys_are_refused_with_both_lines(repo_root, tmp_path):
+    text = (repo_root / "cfg" / "hyp.yaml").read_text(encoding="utf-8")
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("lr0:"))
+    path = tmp_path / "hyp.yaml"
+    path.write_text(text + "lr0: 0.5\n", encoding="utf-8")
+    last = len(text.splitlines()) + 1
+    with pytest.raises(HypError) as info:
+        load_hyp(path)
+    want = f"{path}:{last}: not valid YAML (duplicate key 'lr0' (first at line {first}))"
+    assert str(info.value).startswith(want), str(info.value)
+
+
+def test_nested_duplicates_and_latin1_in_hyp(tmp_path):
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("a:\n  b: 1\n  b: 2\n")
+    want = r"nested\.yaml:3: not valid YAML \(duplicate key 'b' \(first at line 2"
+    with pytest.raises(HypError, match=want):
+        load_hyp(nested)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("# réglé\nlr0: 0.01\n".encode("latin-1"))
+    with pytest.raises(HypError, match=r"latin\.yaml:1: byte offset 3 \(0xe9\) is not valid UTF-8"):
+        load_hyp(latin)

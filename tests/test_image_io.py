@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from build_utils.errors import DatasetError
-from build_utils.image_io import is_image_file, read_image
+from build_utils.image_io import is_image_file, read_image, sniff_image_format
+from build_utils.labels import verify_pair
 
 
 def _exif_orientation_segment(orientation: int) -> bytes:
@@ -61,3 +63,51 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
 def test_image_suffixes_any_case() -> None:
     assert all(is_image_file(f"x.{s}") for s in ("JPG", "jpeg", "Png", "bmp", "TIF", "tiff", "webp"))
     assert not is_image_file("x.txt")
+
+
+@pytest.mark.parametrize(
+    ("head", "fmt"),
+    [(b"\xff\xd8\xff\xe0\x00\x10JFIF", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM6\x00\x00\x00", "BMP"),
+     (b"II*\x00\x08\x00", "TIFF"), (b"MM\x00*\x00\x00", "TIFF"), (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "WEBP"),
+     (b"RIFF\x10\x00\x00\x00WAVEfmt ", None), (b"GIF89a", None), (b"0 0.5 0.5 0.1 0.1", None), (b"", None)],
+)
+def test_format_sniffed_from_content(head: bytes, fmt: str | None) -> None:
+    assert sniff_image_format(head) == fmt
+
+
+def _png_bytes() -> bytes:
+    ok, enc = cv2.imencode(".png", np.full((20, 30, 3), 90, np.uint8))
+    assert ok
+    return enc.tobytes()
+
+
+def test_png_named_jpg_decodes_and_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "really_png.jpg"
+    path.write_bytes(_png_bytes())  # no JPEG end-of-image marker anywhere
+    assert read_image(path).shape == (20, 30, 3)
+    res = verify_pair(str(path), str(tmp_path / "really_png.txt"), nc=None)
+    assert res.status == "missing" and res.shape == (20, 30), res.reason
+
+
+def test_truncated_jpeg_found_by_content_whatever_the_suffix(tmp_path: Path) -> None:
+    ok, enc = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    data = enc.tobytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    res = verify_pair(str(tmp_path / "cut.png"), str(tmp_path / "cut.txt"), nc=None)
+    assert res.status == "corrupt" and res.reason.startswith("truncated JPEG")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"this is a caption, not a photo\n", "not an image: the file starts with text 'this is a caption,"),
+     (b"GIF89a\x01\x00\x01\x00\x00\x00\x00", "unrecognised image format (first bytes 47 49 46 38 39 61"),
+     (b"\x89PNG\r\n\x1a\n garbage", "unreadable image: PNG data that cannot be decoded")],
+)
+def test_undecodable_files_get_a_true_reason(tmp_path: Path, data: bytes, reason: str) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    res = verify_pair(str(path), str(tmp_path / "photo.txt"), nc=None)
+    assert res.status == "corrupt" and res.reason.startswith(reason), res.reason
+    assert "truncated" not in res.reason
+    with pytest.raises(DatasetError, match=rf"photo\.jpg: {re.escape(reason)}"):
+        read_image(path)

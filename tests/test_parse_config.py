@@ -175,3 +175,13 @@ def test_data_cfg_errors(tmp_path, monkeypatch):
 def test_load_class_names(repo_root):
     names = load_class_names(repo_root / "data" / "coco.names")
     assert len(names) == 80 and names[0] == "person" and names[16] == "dog"
+
+
+def test_data_and_names_must_be_utf8(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _data(tmp_path, "classes=2\ntrain=train.txt\nvalid=train.txt\nnames=my.names\n")
+    (tmp_path / "sub" / "my.names").write_bytes("cat\nchien\nsœur\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"my\.names:3: byte offset 11 \(0x9c\) is not valid UTF-8"):
+        parse_data_cfg(path)
+    (tmp_path / "sub" / "my.names").write_bytes(b"\xef\xbb\xbfcat\ndog\n")  # a BOM is fine
+    assert parse_data_cfg(path)["class_names"] == ["cat", "dog"]

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import yaml
 
 from build_utils.errors import HypError
+from build_utils.text_io import load_yaml_text, read_utf8
 from train_val_utils.geometry import IOU_KINDS
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def load_hyp(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise HypError(f"{path}: hyperparameter file not found; pass --hyp cfg/hyp.yaml or a copy of it")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml_text(read_utf8(path, HypError))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

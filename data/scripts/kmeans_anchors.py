@@ -23,7 +23,7 @@ from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.cli import run_cli, setup_logging
 from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import ConfigError, DatasetError, UserError
-from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text
+from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text, read_cfg_text
 
 LOGGER = logging.getLogger("kmeans_anchors")
 ANCHOR_T = 4.0  # a label is "recallable" when some anchor is within this wh ratio (the loss's rule)
@@ -122,7 +122,7 @@ def main(args: argparse.Namespace) -> list[tuple[int, int]]:
     LOGGER.info("anchors @%d: %s", args.img_size, ",  ".join(f"{w},{h}" for w, h in result))
     LOGGER.info("%d boxes: best possible recall %.4f, mean best IoU %.4f", len(wh), m["bpr"], m["mean_iou"])
     if args.cfg:
-        text = Path(args.cfg).read_text(encoding="utf-8")
+        text = read_cfg_text(args.cfg)
         yolo = [s for s in parse_model_cfg_text(text, args.cfg) if s["type"] == "yolo"]
         if not yolo:
             raise ConfigError(f"{args.cfg}:1: no [yolo] section to write anchors into")

@@ -15,6 +15,7 @@ from pathlib import Path
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.cli import run_cli, setup_logging
 from build_utils.errors import ConfigError, UserError
+from build_utils.parse_config import read_cfg_text
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def main(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.overwrite:
         raise UserError(f"{args.out}: already exists; pass --overwrite to replace it")
     anchors = parse_anchors(args.anchors) if args.anchors else None
-    text = rewrite_cfg_classes(args.base.read_text(encoding="utf-8"), args.classes, anchors, str(args.base))
+    text = rewrite_cfg_classes(read_cfg_text(args.base), args.classes, anchors, str(args.base))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     logger.info("wrote %s: %d classes%s, from %s", args.out, args.classes,

@@ -22,7 +22,7 @@ from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.cli import run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.img_list import list_image_files
-from build_utils.parse_config import load_class_names
+from build_utils.parse_config import load_class_names, read_cfg_text
 
 LOGGER = logging.getLogger("make_data")
 
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> Path:
     base = Path(args.base_cfg)
     if not base.is_file():
         raise UserError(f"{base}: --base-cfg not found")
-    cfg_text = rewrite_cfg_classes(base.read_text(encoding="utf-8"), len(names), source=str(base))
+    cfg_text = rewrite_cfg_classes(read_cfg_text(base), len(names), source=str(base))
     (root / f"{name}.cfg").write_text(cfg_text, encoding="utf-8")
     LOGGER.info("wrote %s, %s, %s and %s (%d classes)", train, val, data_path, root / f"{name}.cfg",
                 len(names))
