@@ -67,3 +67,4 @@ def error_line(err: str, *names: object) -> str:
     for name in names:
         assert str(name) in errors[0], (name, errors[0])
     return errors[0]
+

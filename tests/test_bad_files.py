@@ -20,7 +20,7 @@ import export
 import predict
 import train
 import validation
-from build_utils.cli import run_cli
+from build_utils.cli import run_cli, setup_logging
 from modules.checkpoint import load_checkpoint, load_matching_state_dict
 from modules.model import DarkNet
 from modules.weights import save_darknet_weights
@@ -120,6 +120,7 @@ def test_bad_file_is_one_line(script: str, name: str, bad_files: tuple[dict, Pat
     if name == "wrong_shapes.pt":  # training loads what matches; the others rebuild the file's own cfg
         must = ("only", "BN counters", "yolov3-demo.cfg") if script == "train" else \
             ("do not fit the cfg it carries", "file (")
+    setup_logging()  # log to this test's captured stderr, as the script does to a terminal's
     capsys.readouterr()
     assert run_cli(SCRIPTS[script].main, _args(script, path, tiny_shapes, tmp_path)) == 2
     line = error_line(capsys.readouterr().err, path, *must)
