@@ -68,6 +68,7 @@ CASES = [
     ("predict", ["--project", "{root}", "--name", "afile", "--exist-ok"], ["{file}", "regular file"]),
     ("validation", ["--project", "{file}/runs"], ["{file}", "regular file", "--project"]),
     ("validation", ["--project", "{root}", "--name", "afile", "--exist-ok"], ["{file}", "regular file"]),
+    ("validation", ["--project", "{file}"], ["{file}", "regular file"]),
     ("export", ["--out", "{file}/sub/x.torchscript"], ["{file}", "regular file", "--out"]),
     ("export", ["--out", "{file}/x.onnx", "--format", "onnx"], ["{file}", "regular file", "--out"]),
     # train options
