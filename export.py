@@ -15,9 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import check_img_size, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import load_class_names
+from build_utils.run_dir import ensure_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils
 from modules.loading import load_model
@@ -102,8 +103,9 @@ def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
 
 def main(args: argparse.Namespace) -> Path:
     setup_logging(args.verbose)
+    check_img_size(args.img_size)
     out = output_path(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out.parent, "pass --out with a file in a folder you can write to")
     if args.format in ("onnx", "torchscript"):
         export_graph(args, out)
     else:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
-from build_utils.errors import UserError
+from build_utils.cli import check_fraction, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.errors import DatasetError, UserError
 from build_utils.parse_config import load_class_names
-from build_utils.run_dir import increment_path
+from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.loading import load_model
 from train_val_utils.detections_io import ResultWriter
@@ -69,12 +69,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.img_size < 32:
-        raise UserError(f"--img-size {args.img_size}: expected at least 32 (e.g. 416 or 512)")
-    if args.batch_size < 1 or args.max_det < 1:
-        raise UserError("--batch-size and --max-det must be at least 1")
-    if not (0 <= args.conf_thres <= 1 and 0 <= args.iou_thres <= 1):
-        raise UserError("--conf-thres and --iou-thres must lie in [0, 1]")
+    """Option values refused before any work (sizes not a multiple of the stride are rounded up later)."""
+    check_img_size(args.img_size, multiple=None)
+    for flag in ("batch_size", "max_det"):
+        check_positive(getattr(args, flag), flag)
+    for flag in ("conf_thres", "iou_thres"):
+        check_fraction(getattr(args, flag), flag)
+    if args.line_thickness is not None:
+        check_positive(args.line_thickness, "line_thickness")
 
 
 def prepare_model(args: argparse.Namespace, device: torch.device, half: bool):
@@ -118,14 +120,19 @@ def main(args: argparse.Namespace) -> PredictStats:
     img_size = max(stride, -(-args.img_size // stride) * stride)
     if img_size != args.img_size:
         logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
-    save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok)
+    save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
     opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
                           args.max_det, half, args.batch_size)
     writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
                           save_json=args.save_json, line_thickness=args.line_thickness)
     stats = run_predict(model, names, spec, save_dir, opts, device, writer)
     log_summary(stats, img_size, save_dir)
+    if stats.images == 0:
+        reasons = "; ".join(f"{p}: {why}" for p, why in stats.skipped[:3]) or "no frames"
+        raise DatasetError(f"--source {args.source}: no image or frame could be read ({reasons}); "
+                           "check the path, the files or the camera index")
     return stats
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main, get_args_parser().parse_args()))

@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
-from build_utils.errors import UserError
+from build_utils.cli import check_img_size, check_positive, run_cli, setup_logging
 from train_val_utils.distributed_utils import cleanup_distributed, init_distributed
 from train_val_utils.run_config import resolve_run_config
 from train_val_utils.trainer import Trainer
@@ -87,15 +86,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_options(args: argparse.Namespace) -> None:
     """Option mistakes a user can make, reported before any work starts."""
-    if args.img_size <= 0 or args.img_size % 32:
-        near = max(32, round(args.img_size / 32) * 32)
-        raise UserError(f"--img-size {args.img_size}: must be a positive multiple of 32 (the largest "
-                        f"stride); use e.g. --img-size {near}")
+    check_img_size(args.img_size)
     for flag in ("epochs", "batch_size", "nbs"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
-    if args.workers < 0 or args.patience < 0:
-        raise UserError("--workers and --patience must be >= 0")
+        check_positive(getattr(args, flag), flag)
+    for flag in ("workers", "patience"):
+        check_positive(getattr(args, flag), flag, minimum=0)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

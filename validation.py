@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import check_fraction, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
-from build_utils.run_dir import increment_path
+from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 
 logger = logging.getLogger("validation")
@@ -66,12 +66,22 @@ def parse_category_ids(value: Any, data_path: str) -> list[int] | None:
                           "write it as a JSON list or comma-separated ids, one per class") from None
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Option values refused before any work: they would crash later or score a silent mAP of 0."""
+    check_img_size(args.img_size)
+    check_positive(args.batch_size, "batch_size")
+    check_positive(args.workers, "workers", minimum=0)
+    for flag in ("conf_thres", "iou_thres"):
+        check_fraction(getattr(args, flag), flag)
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import LoadImagesAndLabels, collate_fn
     from modules.loading import load_model
     from train_val_utils.engine import EvalOptions, evaluate
     from train_val_utils.reporting import record_map_text
 
+    check_args(args)
     device = select_device(args.device)
     data = parse_data_cfg(args.data)
     names = data["class_names"]
@@ -95,7 +105,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                                          num_workers=args.workers, collate_fn=collate_fn,
                                          pin_memory=device.type == "cuda")
-    save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok)
+    save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
     options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
                           save_json=args.save_json, verbose=args.verbose, coco_json=coco_json,
                           category_ids=category_ids)

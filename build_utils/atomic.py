@@ -1,13 +1,43 @@
-"""Atomic file writes: a kill in the middle of a write leaves the previous file intact."""
+"""Atomic file writes: a kill in the middle of a write leaves the previous file intact.
+
+A write that fails because the disk (or the `ulimit -f` file-size limit) is full raises
+`DiskFullError` naming the file, instead of an `OSError` or the `RuntimeError` torch wraps it in.
+Temp files a kill left behind (`.<name>.*.tmp`) are found and removed by `remove_stale_temp_files`.
+"""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from build_utils.errors import DiskFullError
+
+logger = logging.getLogger(__name__)
+
+# ENOSPC: no space left; EFBIG: over `ulimit -f` (with SIGXFSZ ignored); EDQUOT: over a disk quota
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def disk_full_cause(err: BaseException | None) -> OSError | None:
+    """The `OSError` of a full disk behind `err`, following `__cause__`/`__context__` (torch.save wraps
+    the failed write in a RuntimeError such as 'unexpected pos'); None when the disk is not the cause."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}."
 
 
 @contextmanager
@@ -16,17 +46,40 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
 
     The data goes to a temp file in the same folder (same filesystem, so the rename is atomic), is
     flushed and fsynced, then `os.replace`d over `path`. Any error, a KeyboardInterrupt included,
-    removes the temp file and leaves `path` as it was. The folder is created when missing.
+    removes the temp file and leaves `path` as it was; a full disk raises `DiskFullError`. The folder
+    is created when missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        cause = disk_full_cause(err)
+        if cause is not None:
+            raise DiskFullError(path, cause) from None
         raise
+
+
+def remove_stale_temp_files(folder: str | Path, names: tuple[str, ...]) -> tuple[int, int]:
+    """Delete the temp files `atomic_write` leaves when killed mid-write (`.<name>.*.tmp` for each of
+    `names`); returns (files removed, bytes freed) and logs one line when there were any.
+
+    Call it only when no other process writes into `folder` (a run starting or resuming).
+    """
+    folder = Path(folder)
+    stale = [p for name in names for p in folder.glob(f"{_temp_prefix(name)}*.tmp") if p.is_file()]
+    freed = 0
+    for p in stale:
+        size = p.stat().st_size
+        p.unlink(missing_ok=True)
+        freed += size
+    if stale:
+        logger.info("removed %d stale temporary file(s) left by an interrupted save from %s (%.1f MB freed)",
+                    len(stale), folder, freed / 1e6)
+    return len(stale), freed

@@ -7,6 +7,8 @@ catch `UserError` through `build_utils.cli.run_cli` and print it as one line, ex
 user never reads a traceback for their own mistake.
 """
 
+import errno
+
 
 class UserError(Exception):
     """A mistake in the user's files or options; the message says which file and how to fix it."""
@@ -26,3 +28,15 @@ class WeightsError(UserError):
 
 class HypError(UserError):
     """A `hyp.yaml` with unknown, missing, mistyped or out-of-range keys."""
+
+
+class DiskFullError(UserError):
+    """A write failed for lack of space (ENOSPC, EDQUOT) or over the file-size limit (EFBIG, `ulimit -f`).
+
+    `path` is the file being written; the previous version of it is intact (writes are atomic).
+    """
+
+    def __init__(self, path: object, cause: OSError, detail: str = "") -> None:
+        self.path, self.cause = path, cause
+        why = cause.strerror + (", the ulimit -f file-size limit" if cause.errno == errno.EFBIG else "")
+        super().__init__(f"no space left writing {path} ({why}){detail or '; free space and run again'}")

@@ -1,9 +1,11 @@
-"""Run folders `runs/<task>/expN`, numbered the way users expect."""
+"""Run folders `runs/<task>/expN`, numbered the way users expect, and output folders that may fail."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from build_utils.errors import UserError
 
 
 def increment_path(
@@ -22,3 +24,30 @@ def increment_path(
     if mkdir:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _folder_error(path: Path, err: OSError, fix: str) -> UserError:
+    """Name the folder, the component in the way (a regular file) if any, and the fix."""
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    why = f"{blocker} is a regular file" if blocker is not None else (err.strerror or type(err).__name__)
+    return UserError(f"cannot create the output folder {path}: {why}; {fix}")
+
+
+def ensure_dir(path: str | Path, fix: str) -> Path:
+    """`mkdir -p path`; failure (a file in the way, no permission, read-only) is a `UserError` ending
+    with `fix` (which flag to change)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _folder_error(path, err, fix) from None
+    return path
+
+
+def make_run_dir(project: str | Path, name: str = "exp", exist_ok: bool = False) -> Path:
+    """`increment_path` for the entry scripts: a folder that cannot be created is a `UserError`."""
+    try:
+        return increment_path(project, name, exist_ok=exist_ok)
+    except OSError as err:
+        raise _folder_error(Path(project) / name, err,
+                            "pass --project (and --name) with a folder you can write to") from None

@@ -39,43 +39,147 @@ def save_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> None:
         torch.save(dict(ckpt), f)
 
 
+PICKLE_PROTOCOL_BYTE = 0x80  # a pickle stream (torch's legacy format, or plain pickle) starts with it
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+
+
+def _file_kind(path: Path) -> str:
+    """'zip', 'pickle', 'empty', 'text' or 'other', from the first bytes (not the suffix)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "empty"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head[0] == PICKLE_PROTOCOL_BYTE and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "other"
+    return "text" if all(c.isprintable() or c in "\r\n\t" for c in text) else "other"
+
+
+def _refused(path: Path, detail: str) -> WeightsError:
+    return WeightsError(
+        f"{path}: refused: it carries pickled Python objects, which could run code when loaded ({detail}). "
+        "Only checkpoints of tensors and plain types are read; re-save it with state_dict()s and plain "
+        "values (e.g. vars(args), not an argparse.Namespace)")
+
+
+def _unpickling_error(path: Path, kind: str, err: pickle.UnpicklingError) -> WeightsError:
+    """Tell a forbidden object (a GLOBAL the safe loader refuses) from bytes that are no pickle at all."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    forbidden = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln.split(":")[0]), None)
+    if forbidden is not None:
+        return _refused(path, forbidden[:200])
+    if kind == "pickle":  # a pickle stream torch's safe loader cannot parse: plain pickle.dump output
+        return _refused(path, "a plain pickle stream, not a file written by torch.save")
+    detail = next((ln for ln in lines if ln.startswith("Unsupported")), lines[-1] if lines else "")
+    return WeightsError(f"{path}: not a valid PyTorch checkpoint: its data is corrupt ({detail[:120]}); "
+                        "is the file truncated or damaged? Copy or download it again")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a `.pt` with `weights_only=True` onto the CPU; pickled objects raise `WeightsError`."""
+    """Read a `.pt` with `weights_only=True` onto the CPU.
+
+    The file's first bytes say what it is: a zip archive (torch.save) or a pickle stream (torch's
+    legacy format); anything else (text, empty, random bytes) is reported as not a checkpoint
+    without being parsed. Pickled objects are refused, never run; any other failure of the reader on
+    these bytes means a damaged file and is reported as such.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: checkpoint not found")
+    kind = _file_kind(path)
+    if kind not in ("zip", "pickle"):
+        what = {"empty": "an empty file (0 bytes)", "text": "a text file"}.get(kind, "neither a zip archive "
+                                                                               "nor a pickle stream")
+        raise WeightsError(f"{path}: not a PyTorch checkpoint: it is {what}; pass a .pt written by "
+                           "train.py or export.py (or Darknet .weights with --cfg)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(
-            f"{path}: refused: it carries pickled Python objects, which could run code when loaded "
-            f"({first[:200]}). Only checkpoints of tensors and plain types are read; re-save it with "
-            "state_dict()s and plain values (e.g. vars(args), not an argparse.Namespace)"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise WeightsError(
-            f"{path}: not a readable PyTorch checkpoint ({err}); is the file truncated?"
-        ) from None
+        raise _unpickling_error(path, kind, err) from None
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any reader failure on these bytes is a damaged file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first[:160]});"
+                           f" the file ({path.stat().st_size:,} bytes) is truncated or damaged") from None
     if not isinstance(ckpt, dict):
         raise WeightsError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
     return ckpt
 
 
+def checkpoint_state_dict(ckpt: Mapping[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights to use from a checkpoint: the EMA when it holds one, else 'model'.
+
+    Both must be a dict of name -> tensor; anything else (a string, a list) is a damaged or foreign file.
+    """
+    for key in ("ema", "model"):
+        state = ckpt.get(key)
+        if state is None:
+            continue
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise WeightsError(f"{path}: its {key!r} entry is a {type(state).__name__}, not a state dict of "
+                               "tensors; the file is damaged or not a checkpoint of this project")
+        return dict(state)
+    raise WeightsError(f"{path}: no 'model' or 'ema' state dict inside; is it a checkpoint of this project?")
+
+
+def state_dict_shape_mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """'name: file (shape) vs model (shape)' for each tensor both have with different shapes."""
+    own = model.state_dict()
+    return [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state_dict.items()
+            if k in own and own[k].shape != v.shape]
+
+
+# Starting weights must fill at least this share of the model's floating tensors (weights, biases, BN
+# statistics); integer BN counters (num_batches_tracked) match any cfg and are not counted.
+MIN_MATCHED_FRACTION = 0.5
+
+
+def _too_few_matched(model: nn.Module, matched: Mapping[str, torch.Tensor], state_dict: Mapping[str, Any],
+                     source: str, origin: str | None) -> WeightsError | None:
+    own = model.state_dict()
+    own_float = sum(v.is_floating_point() for v in own.values())
+    matched_float = sum(v.is_floating_point() for v in matched.values())
+    if matched and matched_float >= MIN_MATCHED_FRACTION * own_float:
+        return None
+    cfg = getattr(model, "cfg_name", type(model).__name__)
+    if not matched:
+        what = f"none of its {len(state_dict)} tensors match the model built from {cfg}"
+    else:
+        counters = "all of them BN counters" if not matched_float else (
+            f"{matched_float} of the model's {own_float} weight tensors; at least half must match")
+        what = f"only {len(matched)}/{len(own)} tensors match {cfg} ({counters})"
+    mismatch = state_dict_shape_mismatches(model, state_dict)
+    example = f"; e.g. {mismatch[0]}" if mismatch else ""
+    if origin and origin == cfg:
+        fix = "it names this cfg but its shapes differ, so the file is damaged or was edited; pass other " \
+              "--weights, or --weights '' to train from scratch"
+    else:
+        fix = (f"it was trained with {origin}" if origin else "it was made for another cfg") + \
+            ": pass that --cfg, or --weights '' to train from scratch"
+    return WeightsError(f"{source}: {what}{example}; {fix}")
+
+
 def load_matching_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
-                             source: str) -> tuple[int, list[str]]:
+                             source: str, origin: str | None = None) -> tuple[int, list[str]]:
     """Copy every tensor whose name and shape match; the rest keep their fresh initialisation.
 
     This is what lets COCO weights start a model with another class count: the predictor convs
-    are skipped and re-initialised. Logs one summary line; matching nothing is an error.
+    are skipped and re-initialised. Logs one summary line. Loading next to nothing is an error:
+    fewer than MIN_MATCHED_FRACTION of the model's floating tensors (`origin`: the cfg the
+    weights were trained with, named in that error when known).
     """
     own = model.state_dict()
     matched = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(k for k in own if k not in matched)
-    if not matched:
-        cfg = getattr(model, "cfg_name", type(model).__name__)
-        raise WeightsError(f"{source}: none of its {len(state_dict)} tensors match the model built "
-                           f"from {cfg}; is it a checkpoint for a different cfg?")
+    error = _too_few_matched(model, matched, state_dict, source, origin)
+    if error is not None:
+        raise error
     model.load_state_dict(matched, strict=False)
     shown = ", ".join(skipped[:8]) + (f", ... ({len(skipped) - 8} more)" if len(skipped) > 8 else "")
     logger.info("loaded %d/%d tensors from %s%s", len(matched), len(own), source,
@@ -110,8 +214,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def build_checkpoint(model: nn.Module, ema: Any, optimizer: Any, scaler: Any, scheduler: Any, epoch: int,
                      best_fitness: float, hyp: dict[str, Any], options: dict[str, Any],
-                     class_names: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The dict saved as last.pt / best.pt (see the table in docs/architecture.md)."""
+                     class_names: list[str], results: list[dict[str, Any]],
+                     early_stopped: bool = False) -> dict[str, Any]:
+    """The dict saved as last.pt / best.pt (see the table in docs/architecture.md).
+
+    `finished` is False here; the trainer re-saves last.pt with `mark_finished` once the final
+    evaluation and plots are done, so `--resume` can tell a run killed during finalisation.
+    """
     net = unwrap_model(model)
     return {
         "format": CHECKPOINT_FORMAT,
@@ -129,7 +238,21 @@ def build_checkpoint(model: nn.Module, ema: Any, optimizer: Any, scaler: Any, sc
         "options": dict(options),
         "rng": rng_state(),
         "results": [dict(r) for r in results],
+        "early_stopped": bool(early_stopped),
+        "finished": False,
     }
+
+
+def mark_finished(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The same checkpoint, flagged as a run whose finalisation (final evaluation, plots) completed."""
+    return {**ckpt, "finished": True}
+
+
+def epochs_done(ckpt: Mapping[str, Any], epochs: int) -> bool:
+    """True when a run of `epochs` epochs resumed from `ckpt` has no epoch left to train: all were
+    trained, or --patience stopped it early and `epochs` is not above the run's own count."""
+    stopped = bool(ckpt.get("early_stopped")) and epochs <= int((ckpt.get("options") or {}).get("epochs", 0))
+    return int(ckpt["epoch"]) + 1 >= epochs or stopped
 
 
 def strip_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +263,12 @@ def strip_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
 def restore_training_state(ckpt: dict[str, Any], model: nn.Module, ema: Any, optimizer: Any, scaler: Any,
                            scheduler: Any) -> tuple[int, float]:
     """Load everything a resumed run needs; returns (first epoch to run, best fitness)."""
-    unwrap_model(model).load_state_dict(ckpt["model"])
+    try:
+        unwrap_model(model).load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise WeightsError(f"--resume checkpoint: its model state does not fit the run's cfg "
+                           f"({first[:160]}); the file is damaged") from None
     if ema is not None and ckpt.get("ema") is not None:
         ema.load_state_dict({"ema": ckpt["ema"], "updates": int(ckpt.get("ema_updates", 0))})
     for name, obj in (("optimizer", optimizer), ("scaler", scaler), ("scheduler", scheduler)):
@@ -171,7 +299,9 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
                    ignore: Iterable[str] = ()) -> dict[str, Any]:
     """The original run's options with the whitelisted changes from this command line.
 
-    Refuses a finished run, a different cfg or data, fewer epochs, and any other changed option
+    A run whose epochs are all done but whose finalisation was interrupted (killed after its last
+    save) is accepted: the trainer then only finalises. Refuses a finished run, a different cfg or
+    data, fewer epochs, and any other changed option
     (it would silently not apply, or break the bit-exact continuation).
     """
     saved = dict(ckpt.get("options") or {})
@@ -192,7 +322,10 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
     if merged["epochs"] < saved["epochs"]:
         raise UserError(f"{path}: --epochs {merged['epochs']} is below the run's {saved['epochs']}; "
                         "epochs may only grow on resume")
-    if int(ckpt["epoch"]) + 1 >= merged["epochs"]:
-        raise UserError(f"{path}: this run already finished all {merged['epochs']} epochs; pass a larger "
-                        "--epochs to continue it, or fine-tune from it with --weights")
+    # checkpoints written before the `finished` flag existed count as finished, as they did then
+    if epochs_done(ckpt, merged["epochs"]) and ckpt.get("finished", True):
+        how = ("stopped early (--patience)" if int(ckpt["epoch"]) + 1 < merged["epochs"]
+               else f"trained all {merged['epochs']} epochs")
+        raise UserError(f"{path}: this run already finished: it {how} and completed its final evaluation; "
+                        "pass a larger --epochs to continue it, or fine-tune from it with --weights")
     return merged

@@ -8,7 +8,12 @@ from pathlib import Path
 import torch
 
 from build_utils.errors import WeightsError
-from modules.checkpoint import load_checkpoint, load_matching_state_dict
+from modules.checkpoint import (
+    checkpoint_state_dict,
+    load_checkpoint,
+    load_matching_state_dict,
+    state_dict_shape_mismatches,
+)
 from modules.model import DarkNet
 from modules.weights import load_darknet_weights
 
@@ -18,16 +23,17 @@ logger = logging.getLogger(__name__)
 def _from_checkpoint(path: Path, cfg: str | Path | None) -> tuple[DarkNet, list[str] | None]:
     """A `.pt` rebuilds its own cfg; an explicit `cfg` overrides it and loads what matches."""
     ckpt = load_checkpoint(path)
-    state = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
-    if not isinstance(state, dict):
-        raise WeightsError(
-            f"{path}: no 'model' or 'ema' state dict inside; is it a checkpoint of this project?"
-        )
+    state = checkpoint_state_dict(ckpt, path)
+    origin = ckpt.get("cfg_name") if isinstance(ckpt.get("cfg_name"), str) else None
     if cfg is not None:
         model = DarkNet(cfg)
-        load_matching_state_dict(model, state, str(path))
-    elif ckpt.get("cfg_text"):
-        model = DarkNet.from_cfg_text(ckpt["cfg_text"], ckpt.get("cfg_name") or str(path))
+        load_matching_state_dict(model, state, str(path), origin)
+    elif isinstance(ckpt.get("cfg_text"), str) and ckpt["cfg_text"]:
+        model = DarkNet.from_cfg_text(ckpt["cfg_text"], origin or str(path))
+        wrong = state_dict_shape_mismatches(model, state)
+        if wrong:
+            raise WeightsError(f"{path}: {len(wrong)} of its {len(state)} tensors do not fit the cfg it "
+                               f"carries (e.g. {wrong[0]}); the file is damaged or was edited")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise WeightsError(f"{path}: its state dict does not fit its own cfg (missing {missing[:3]}, "

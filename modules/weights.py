@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -30,12 +30,25 @@ def seen_dtype(major: int, minor: int) -> type[np.integer]:
     return np.int64 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else np.int32
 
 
+def read_darknet_header(f: BinaryIO, path: Path) -> dict[str, int]:
+    """Read the header from the open file `f`; a file too short to hold one raises `WeightsError`."""
+    size = path.stat().st_size
+    head = np.fromfile(f, dtype=np.int32, count=3)
+    if head.size == 3:
+        major, minor, revision = (int(v) for v in head)
+        seen = np.fromfile(f, dtype=seen_dtype(major, minor), count=1)
+        if seen.size == 1:
+            return {"major": major, "minor": minor, "revision": revision, "seen": int(seen[0])}
+    raise WeightsError(f"{path}: {size} bytes is shorter than a Darknet .weights header (16 or 20 bytes, "
+                       "then the floats); the file is empty or truncated: download it again")
+
+
 def darknet_file_floats(path: str | Path) -> int:
     """How many float32 follow the header of a Darknet `.weights` file (read from the header alone)."""
     path = Path(path)
     with open(path, "rb") as f:
-        major, minor, _ = (int(v) for v in np.fromfile(f, dtype=np.int32, count=3))
-    header_bytes = 3 * 4 + np.dtype(seen_dtype(major, minor)).itemsize
+        header = read_darknet_header(f, path)
+    header_bytes = 3 * 4 + np.dtype(seen_dtype(header["major"], header["minor"])).itemsize
     return (path.stat().st_size - header_bytes) // 4
 
 
@@ -98,8 +111,7 @@ def load_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1) -> 
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     with open(path, "rb") as f:
-        major, minor, revision = (int(v) for v in np.fromfile(f, dtype=np.int32, count=3))
-        seen = int(np.fromfile(f, dtype=seen_dtype(major, minor), count=1)[0])
+        header = read_darknet_header(f, path)
         data = np.fromfile(f, dtype=np.float32)
     groups = _conv_tensors(model, cutoff)
     need = sum(t.numel() for ts in groups for t in ts)
@@ -113,7 +125,7 @@ def load_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1) -> 
                 t.copy_(torch.from_numpy(data[pos:pos + n].copy()).view_as(t))
                 pos += n
     logger.info("loaded %s floats from %s into %d conv layers", f"{pos:,}", path.name, len(groups))
-    return {"major": major, "minor": minor, "revision": revision, "seen": seen}
+    return header
 
 
 def save_darknet_weights(model: DarkNet, path: str | Path, cutoff: int = -1,

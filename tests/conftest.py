@@ -41,3 +41,30 @@ def tiny_weights() -> Path:
 def coco128() -> Path:
     """Real coco128: images/train/*.jpg and labels/train/*.txt."""
     return _need(REFERENCE / "coco128")
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-image, 64-px shapes dataset (5 classes, fits cfg/yolov3-demo.cfg); returns its .data file."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("tiny_shapes")
+    subprocess.run([sys.executable, str(REPO / "data/scripts/make_shapes.py"), "--out", str(out),
+                    "--n-train", "4", "--n-val", "2", "--img-size", "64", "--seed", "3", "--workers", "1"],
+                   check=True, capture_output=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return out / "shapes.data"
+
+
+def error_line(err: str, *names: object) -> str:
+    """Assert `err` (captured stderr) ends in exactly one `error: ...` line, holds no traceback and
+    names each of `names`; returns that line."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert "Traceback" not in err, err
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    for name in names:
+        assert str(name) in errors[0], (name, errors[0])
+    return errors[0]
+

@@ -65,11 +65,19 @@ class RunLogger:
         with open(self.save_dir / "results.txt", "w", encoding="utf-8") as f:
             f.writelines(_txt_line(r, self.epochs) + "\n" for r in self.rows)
 
-    def log_epoch(self, row: dict[str, Any]) -> None:
-        """Record one finished epoch (keys of RESULT_COLUMNS)."""
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Record one finished epoch (keys of RESULT_COLUMNS) in `rows` only; `write_row` writes it.
+
+        Two steps so the trainer can save the checkpoint (which carries `rows`) first: results.csv
+        is then never ahead of last.pt, even when that save fails on a full disk.
+        """
         self.rows.append({k: row[k] for k in RESULT_COLUMNS})
+
+    def write_row(self) -> None:
+        """Append the newest row to results.csv, results.txt and TensorBoard."""
+        row = self.rows[-1]
         with open(self.save_dir / "results.csv", "a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, fieldnames=RESULT_COLUMNS).writerow(self.rows[-1])
+            csv.DictWriter(f, fieldnames=RESULT_COLUMNS).writerow(row)
         with open(self.save_dir / "results.txt", "a", encoding="utf-8") as f:
             f.write(_txt_line(row, self.epochs) + "\n")
         if self.tb is not None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.errors import UserError, WeightsError
-from modules.checkpoint import load_checkpoint, load_matching_state_dict
+from modules.checkpoint import checkpoint_state_dict, load_checkpoint, load_matching_state_dict
 from modules.model import DarkNet
 from modules.weights import (
     darknet_file_floats,
@@ -62,10 +62,8 @@ def load_start_weights(model: DarkNet, weights: str) -> None:
         raise WeightsError(f"--weights {path}: file not found; pass '' to train from scratch")
     if path.suffix == ".pt":
         ckpt = load_checkpoint(path)
-        state = ckpt.get("ema") or ckpt.get("model")
-        if state is None:
-            raise WeightsError(f"{path}: checkpoint has neither 'ema' nor 'model' weights")
-        load_matching_state_dict(model, state, str(path))
+        origin = ckpt.get("cfg_name") if isinstance(ckpt.get("cfg_name"), str) else None
+        load_matching_state_dict(model, checkpoint_state_dict(ckpt, path), str(path), origin)
         return
     load_darknet_start(model, path)
 

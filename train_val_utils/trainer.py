@@ -20,13 +20,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
+from build_utils.atomic import remove_stale_temp_files
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
-from build_utils.errors import ConfigError, UserError
+from build_utils.errors import ConfigError, DiskFullError, UserError
 from build_utils.parse_config import parse_data_cfg
-from build_utils.run_dir import increment_path
+from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import (
     build_checkpoint,
+    epochs_done,
+    mark_finished,
     restore_training_state,
     save_checkpoint,
     strip_checkpoint,
@@ -79,15 +82,25 @@ class Trainer:
         self._setup_optimization()
         self._setup_data()
         self.start_epoch, self.best_fitness, rows = 0, -1.0, []
+        self.finalize_only = ckpt is not None and epochs_done(ckpt, run.epochs)
+        # what last.pt holds now (re-saved with finished=True at the end of finalize) and its epoch
+        self.last_ckpt = ckpt if self.finalize_only else None
+        self.saved_epoch: int | None = int(ckpt["epoch"]) if ckpt is not None else None
         if ckpt is not None:
             self.start_epoch, self.best_fitness = restore_training_state(
                 ckpt, self.model, self.ema, self.optimizer, self.scaler, self.scheduler)
             rows = ckpt.get("results", [])
             self.save_dir = ckpt_path.parent.parent
-            logger.info("resuming %s at epoch %d of %d", ckpt_path, self.start_epoch, run.epochs)
+            if self.finalize_only:
+                logger.info("%s: every epoch is trained but the final evaluation did not run (interrupted); "
+                            "finishing it now", ckpt_path)
+            else:
+                logger.info("resuming %s at epoch %d of %d", ckpt_path, self.start_epoch, run.epochs)
         else:
             self.save_dir = self._new_run_dir()
         self.wdir = self.save_dir / "weights"
+        if dist_info.is_main:
+            remove_stale_temp_files(self.wdir, ("last.pt", "best.pt"))
         self.plots = PlotQueue(enabled=dist_info.is_main)
         self.log = dist_info.on_main(RunLogger, self.save_dir, run.epochs, rows)
         self.epochs_run, self.stale_epochs = 0, 0
@@ -188,14 +201,14 @@ class Trainer:
                     run.compile)
 
     def _new_run_dir(self) -> Path:
-        path = self.dist.on_main(increment_path, self.run.project, self.run.name, self.run.exist_ok)
+        path = self.dist.on_main(make_run_dir, self.run.project, self.run.name, self.run.exist_ok)
         path = Path(broadcast_object(str(path) if path else None, self.dist))
         (path / "weights").mkdir(parents=True, exist_ok=True)
         return path
 
     # ---- the run --------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        for epoch in range(self.start_epoch, self.run.epochs):
+        for epoch in range(self.start_epoch, self.run.epochs if not self.finalize_only else 0):
             losses, seconds = self.train_epoch(epoch)
             self.epochs_run += 1
             if self.after_epoch(epoch, losses, seconds):
@@ -241,11 +254,11 @@ class Trainer:
                 self.best_fitness, self.best_epoch = fit, epoch
             if evaluated:
                 self.stale_epochs = 0 if improved else self.stale_epochs + 1
-            self.log.log_epoch({"epoch": epoch, **losses, **{k: float(metrics[k]) for k in NOT_EVALUATED},
-                                "seconds": round(seconds, 2)})
-            self.plots.submit(plot_results, [dict(r) for r in self.log.rows], self.save_dir / "results.png")
-            self._save(epoch, fit, improved)
             stop = bool(self.run.patience) and self.stale_epochs >= self.run.patience and not last
+            self.log.add_row({"epoch": epoch, **losses, **{k: float(metrics[k]) for k in NOT_EVALUATED},
+                              "seconds": round(seconds, 2)})
+            self._save(epoch, fit, improved, stop)  # writes the row to results.csv once last.pt holds it
+            self.plots.submit(plot_results, [dict(r) for r in self.log.rows], self.save_dir / "results.png")
             if stop:
                 logger.info("early stop: no better fitness for %d epochs (--patience)", self.run.patience)
         return bool(broadcast_object(stop, self.dist))
@@ -258,14 +271,33 @@ class Trainer:
             self.final_eval = (epoch, metrics)
         return metrics
 
-    def _save(self, epoch: int, fit: float, improved: bool) -> None:
+    def _save(self, epoch: int, fit: float, improved: bool, stop: bool) -> None:
+        """last.pt, then the epoch's row in results.csv/txt and TensorBoard, then best.pt if improved.
+
+        The rows travel in last.pt, so results.csv is never ahead of it; a full disk ends the run with
+        one line naming the last good checkpoint (the atomic write keeps the previous file whole).
+        """
         ckpt = build_checkpoint(self.model, self.ema, self.optimizer, self.scaler, self.scheduler, epoch,
-                                self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows)
-        save_checkpoint(ckpt, self.wdir / "last.pt")
+                                self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows,
+                                early_stopped=stop)
+        self._save_file(ckpt, self.wdir / "last.pt")
+        self.last_ckpt, self.saved_epoch = ckpt, epoch  # the state tensors are shared, not copied
+        self.log.write_row()
         if improved and self.run.savebest:
-            save_checkpoint(strip_checkpoint(ckpt), self.wdir / "best.pt")  # no optimizer: deployable as is
+            self._save_file(strip_checkpoint(ckpt), self.wdir / "best.pt")  # no optimizer: deployable as is
         logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.run.epochs - 1,
                     self.wdir / "last.pt", fit, self.best_fitness)
+
+    def _save_file(self, ckpt: dict[str, Any], path: Path) -> None:
+        try:
+            save_checkpoint(ckpt, path)
+        except DiskFullError as err:
+            last = self.wdir / "last.pt"
+            saved = self.saved_epoch is not None
+            good = f"the last good checkpoint is epoch {self.saved_epoch} ({last})" if saved else \
+                "no epoch was saved yet"
+            resume = f"`python train.py --resume {last}`" if saved else "run again"
+            raise DiskFullError(err.path, err.cause, f"; {good}; free space and {resume}") from None
 
     def finalize(self) -> dict[str, Any]:
         """Evaluate the final weights (best.pt, else last.pt) with plots, unless that was just done."""
@@ -283,6 +315,8 @@ class Trainer:
             how = "evaluated now"
         self.plots.close()
         self.log.close()
+        if self.last_ckpt is not None:  # --resume now refuses this run as finished
+            self._save_file(mark_finished(self.last_ckpt), self.wdir / "last.pt")
         logger.info("final evaluation of %s (%s): P %.3f R %.3f mAP@0.5 %.3f mAP@0.5:0.95 %.3f", final, how,
                     metrics["precision"], metrics["recall"], metrics["map50"], metrics["map"])
         return {**metrics, "weights": str(final), "save_dir": str(self.save_dir)}
