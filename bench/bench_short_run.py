@@ -49,8 +49,8 @@ def write_data_file(folder: Path) -> Path:
 def time_run(checkout: Path, data: Path, out: Path, args: argparse.Namespace) -> float:
     cmd = [sys.executable, "train.py", "--cfg", "cfg/yolov3-tiny.cfg", "--data", str(data), "--weights",
            str(REFERENCE / "weights" / "yolov3-tiny.weights"), "--img-size", str(args.img_size),
-           "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--notest", "--device", "cpu", "--project",
-           str(out), "--name", "run", *args.extra]
+           "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--notest", "--device", "cpu",
+           "--project", str(out), "--name", "run", *args.extra]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
