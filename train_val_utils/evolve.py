@@ -60,13 +60,15 @@ def load_search_space(path: str | Path) -> list[SearchKey]:
         raise ConfigError(f"{path}: search-space file not found; pass --evolve-space cfg/evolve.yaml")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{path}: expected `key: {{low: .., high: .., log: ..}}` lines (see cfg/evolve.yaml)")
+        raise ConfigError(f"{path}: expected `key: {{low: .., high: .., log: ..}}` lines "
+                          "(see cfg/evolve.yaml)")
     keys = []
     for name, spec in raw.items():
         where = f"{path}: {name}"
         if name not in SCHEMA:
             raise ConfigError(f"{where}: not a numeric key of cfg/hyp.yaml; use one of {', '.join(SCHEMA)}")
-        if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log"}:
+        allowed = {"low", "high", "log"}
+        if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - allowed:
             raise ConfigError(f"{where}: expected {{low: <number>, high: <number>, log: <true|false>}}")
         try:
             key = SearchKey(name, float(spec["low"]), float(spec["high"]), bool(spec.get("log", False)))
@@ -88,7 +90,8 @@ def make_sampler(name: str, seed: int | None) -> Any:
         try:
             import cmaes  # noqa: F401  (CmaEsSampler needs it only when it samples)
         except ImportError:
-            raise UserError("--evolve-sampler cmaes needs the cmaes package: pip install -e '.[tune]'") from None
+            raise UserError("--evolve-sampler cmaes needs the cmaes package: "
+                            "pip install -e '.[tune]'") from None
         return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "ga":
         return optuna.samplers.NSGAIISampler(seed=seed)
@@ -103,11 +106,11 @@ def default_pruner() -> Any:
 
 
 def check_storage(url: str) -> str:
-    """Accept sqlite:///path, postgresql://..., mysql://... (with an optional +driver); make sqlite's folder."""
+    """Accept sqlite:///path, postgresql://..., mysql://... (optional +driver); makes sqlite's folder."""
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in STORAGE_SCHEMES:
-        raise UserError(f"--evolve-storage {url!r}: expected sqlite:///path/study.db, postgresql://user:pw@host/db "
-                        "or mysql://user:pw@host/db")
+        raise UserError(f"--evolve-storage {url!r}: expected sqlite:///path/study.db, "
+                        "postgresql://user:pw@host/db or mysql://user:pw@host/db")
     if scheme == "sqlite" and url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return url
@@ -139,7 +142,8 @@ class EvolveObjective:
 
     def __init__(self, run: RunConfig, base_hyp: dict[str, Any], space: list[SearchKey], evolve_dir: Path,
                  dist_info: DistInfo) -> None:
-        self.run, self.base_hyp, self.space, self.evolve_dir, self.dist = run, base_hyp, space, evolve_dir, dist_info
+        self.run, self.base_hyp, self.space = run, base_hyp, space
+        self.evolve_dir, self.dist = evolve_dir, dist_info
 
     def __call__(self, trial: Any) -> float:
         from train_val_utils.trainer import Trainer
@@ -188,7 +192,8 @@ def run_evolve(run: RunConfig, base_hyp: dict[str, Any], space: list[SearchKey],
     evolve_dir.mkdir(parents=True, exist_ok=True)
     url = check_storage(storage or f"sqlite:///{(evolve_dir / 'study.db').resolve()}")
     # a shared storage has several workers: seeding them alike would repeat the same suggestions
-    study = open_study(url, study_name or DEFAULT_STUDY_NAME, make_sampler(sampler, None if storage else run.seed),
+    seed = None if storage else run.seed
+    study = open_study(url, study_name or DEFAULT_STUDY_NAME, make_sampler(sampler, seed),
                        pruner if pruner is not None else default_pruner())
     before = len(study.trials)
     logger.info("evolve: study %r in %s (%d trials so far), %d more with the %s sampler; results in %s",

@@ -34,7 +34,8 @@ def trial_rows(study: Any, keys: list[str]) -> list[dict[str, Any]]:
         fit = t.value if t.value is not None else attrs.get("fitness", math.nan)
         rows.append({"number": t.number, "state": t.state.name,
                      **{k: t.params.get(k, math.nan) for k in keys},
-                     "fitness": fit, "map50": attrs.get("map50", math.nan), "map": attrs.get("map", math.nan)})
+                     "fitness": fit, "map50": attrs.get("map50", math.nan),
+                     "map": attrs.get("map", math.nan)})
     return rows
 
 
@@ -58,8 +59,9 @@ def write_csv(rows: list[dict[str, Any]], keys: list[str], path: Path) -> None:
 
 def write_best_hyp(study: Any, base_hyp: dict[str, Any], path: Path) -> None:
     hyp, best = best_hyp(study, base_hyp)
-    head = (f"# Best of study {study.study_name!r}: trial {best.number}, fitness {best.value:.5f}\n"
-            if best is not None else f"# Study {study.study_name!r} has no complete trial yet: the base hyp\n")
+    name = study.study_name
+    head = (f"# Best of study {name!r}: trial {best.number}, fitness {best.value:.5f}\n" if best is not None
+            else f"# Study {name!r} has no complete trial yet: the base hyp\n")
     head += "# Written by train.py --evolve; use it as: python train.py --hyp <this file>\n"
     with atomic_write(path) as f:
         f.write((head + yaml.safe_dump(hyp, sort_keys=False)).encode())
@@ -83,7 +85,8 @@ def plot_history(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), tight_layout=True)
     for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
         pts = [r for r in done if r["state"] == state]
-        ax.scatter([r["number"] for r in pts], [r["fitness"] for r in pts], marker=marker, label=state.lower())
+        ax.scatter([r["number"] for r in pts], [r["fitness"] for r in pts], marker=marker,
+                   label=state.lower())
     complete = sorted((r for r in done if r["state"] == "COMPLETE"), key=lambda r: r["number"])
     best, xs, ys = -math.inf, [], []
     for r in complete:
