@@ -24,6 +24,7 @@ from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.loading import load_model
 from train_val_utils.detections_io import ResultWriter
+from train_val_utils.nms import NMS_MODES
 from train_val_utils.predict_sources import resolve_source
 from train_val_utils.predictor import PredictOptions, PredictStats, run_predict
 
@@ -46,6 +47,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
     parser.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=False,
                         help="suppress overlapping boxes across classes")
+    parser.add_argument("--nms", choices=NMS_MODES, default="plain",
+                        help="plain NMS, or merge: each kept box becomes the score x IoU-weighted mean of "
+                             "the boxes it suppressed")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                        help="test-time augmentation: also run the image flipped+scaled 0.83 and scaled 0.67")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many detections per image")
     parser.add_argument("--device", default="", help="'cpu', a GPU index such as '0', or '' for auto")
     parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=False,
@@ -122,7 +128,7 @@ def main(args: argparse.Namespace) -> PredictStats:
         logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
     opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
-                          args.max_det, half, args.batch_size)
+                          args.max_det, half, args.batch_size, args.augment, args.nms)
     writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
                           save_json=args.save_json, line_thickness=args.line_thickness)
     stats = run_predict(model, names, spec, save_dir, opts, device, writer)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from build_utils.cli import check_img_size, check_positive, run_cli, setup_logging
+from build_utils.errors import UserError
 from train_val_utils.distributed_utils import cleanup_distributed, init_distributed
 from train_val_utils.run_config import resolve_run_config
 from train_val_utils.trainer import Trainer
@@ -80,6 +81,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... auto-increment)")
     p.add_argument("--exist-ok", action=bool_flag, default=False,
                    help="reuse project/name instead of a new one")
+    p.add_argument("--image-weights", action=bool_flag, default=False,
+                   help="draw training images by class weight: inverse class frequency x (1 - last AP@0.5)^2")
+    p.add_argument("--evolve", type=int, default=0, metavar="N",
+                   help="hyperparameter search: N Optuna trials (needs the [tune] extra); see --evolve-*")
+    p.add_argument("--evolve-sampler", choices=("tpe", "cmaes", "ga"), default="tpe",
+                   help="Optuna sampler: TPE, CMA-ES, or ga (NSGA-II genetic, the classic method)")
+    p.add_argument("--evolve-storage", default=None, metavar="URL",
+                   help="study storage: sqlite:///path.db, postgresql://... or mysql://... (shared by "
+                        "many machines); default: sqlite in runs/evolve/expN/study.db")
+    p.add_argument("--evolve-name", default=None, help="study name (same storage + name continues it)")
+    p.add_argument("--evolve-space", default="cfg/evolve.yaml",
+                   help="search space: per hyp key low/high/log; keys not listed stay fixed")
     p.add_argument("--verbose", action=bool_flag, default=False, help="debug logging")
     return p
 
@@ -89,8 +102,11 @@ def check_options(args: argparse.Namespace) -> None:
     check_img_size(args.img_size)
     for flag in ("epochs", "batch_size", "nbs"):
         check_positive(getattr(args, flag), flag)
-    for flag in ("workers", "patience"):
+    for flag in ("workers", "patience", "evolve"):
         check_positive(getattr(args, flag), flag, minimum=0)
+    if args.evolve and args.resume is not None:
+        raise UserError("--evolve with --resume: continue a study with the same --evolve-storage and "
+                        "--evolve-name instead")
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,6 +116,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     defaults = vars(get_args_parser().parse_args([]))
     dist_info = init_distributed(args.device)
     try:
+        if args.evolve:
+            return evolve(args, defaults, dist_info)
         run, ckpt, ckpt_path = resolve_run_config(args, defaults)
         trainer = Trainer(run, dist_info, ckpt, ckpt_path)
         start = time.time()
@@ -110,6 +128,28 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         return result
     finally:
         cleanup_distributed()
+
+
+def evolve(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -> dict[str, Any]:
+    """--evolve N: N trials of the Optuna study; returns the best trial's number and values."""
+    from build_utils.run_dir import increment_path
+    from train_val_utils.evolve import import_optuna, load_search_space, run_evolve
+    from train_val_utils.hyp import load_hyp
+    from train_val_utils.run_config import RunConfig
+
+    import_optuna()  # one clear line before any work when the [tune] extra is missing
+    run = RunConfig.from_options(vars(args))
+    space, base_hyp = load_search_space(args.evolve_space), load_hyp(args.hyp)
+    project = "runs/evolve" if args.project == defaults["project"] else args.project
+    evolve_dir = increment_path(project, args.name, exist_ok=args.exist_ok)
+    study = run_evolve(run, base_hyp, space, evolve_dir, dist_info, args.evolve, args.evolve_storage,
+                       args.evolve_name, args.evolve_sampler)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best = max(complete, key=lambda t: t.value) if complete else None
+    logger.info("evolve: %d trials in the study; best %s; hyp_evolved.yaml in %s", len(study.trials),
+                f"trial {best.number} fitness {best.value:.4f}" if best else "none complete yet", evolve_dir)
+    return {"save_dir": str(evolve_dir), "best_trial": best.number if best else None,
+            "best_params": dict(best.params) if best else {}}
 
 
 if __name__ == "__main__":

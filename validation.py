@@ -4,7 +4,11 @@
     python validation.py --weights yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg --data data/coco128.data
 
 Writes into runs/val/expN: metrics.json, record_mAP.txt (COCO summary + per-class AP@0.5), the plots,
-and with --save-json predictions.json (COCO results format).
+and with --save-json predictions.json (COCO results format). `--nms merge` and `--augment` (TTA) change
+how detections are made; metrics.json records both (`nms`, `augment`).
+
+    --task study   mAP and ms/img at each --study-sizes (default 320..640 step 64): study.csv, study.png
+    --task speed   forward + NMS at conf 0.25, IoU 0.45, no JSON: prints only the timing split
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
+from train_val_utils.nms import NMS_MODES
+from train_val_utils.study import DEFAULT_STUDY_SIZES
 
 logger = logging.getLogger("validation")
 
@@ -38,6 +44,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--conf-thres", type=float, default=0.001, help="drop detections scoring below this")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--task", choices=("val", "study", "speed"), default="val",
+                   help="val: score once; study: mAP and ms/img over --study-sizes; speed: timing only")
+    p.add_argument("--study-sizes", type=int, nargs="+", default=list(DEFAULT_STUDY_SIZES),
+                   help="image sizes of --task study (multiples of 32)")
+    p.add_argument("--nms", choices=NMS_MODES, default="plain",
+                   help="plain NMS, or merge: kept boxes become the score x IoU-weighted mean of those "
+                        "they suppressed")
+    p.add_argument("--augment", action=bool_flag, default=False,
+                   help="test-time augmentation (full, flipped x0.83, x0.67 views merged before NMS)")
     p.add_argument("--rect", action=bool_flag, default=True, help="rectangular batches (less padding)")
     p.add_argument("--save-json", action=bool_flag, default=False, help="write predictions.json (COCO)")
     p.add_argument("--plots", action=bool_flag, default=True, help="PR/F1 curves, confusion matrix, batch 0")
@@ -100,20 +115,52 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if category_ids is not None and len(category_ids) != len(names):
         raise ConfigError(f"{args.data}: category_ids has {len(category_ids)} ids for {len(names)} classes")
 
-    dataset = LoadImagesAndLabels(data["valid"], args.img_size, args.batch_size, rect=args.rect,
-                                  nc=len(names), pad=0.5 if args.rect else 0.0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers, collate_fn=collate_fn,
-                                         pin_memory=device.type == "cuda")
-    save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
+    def make_loader(img_size: int) -> torch.utils.data.DataLoader:
+        dataset = LoadImagesAndLabels(data["valid"], img_size, args.batch_size, rect=args.rect,
+                                      nc=len(names), pad=0.5 if args.rect else 0.0)
+        return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
+                                           num_workers=args.workers, collate_fn=collate_fn,
+                                           pin_memory=device.type == "cuda")
+
     options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
                           save_json=args.save_json, verbose=args.verbose, coco_json=coco_json,
-                          category_ids=category_ids)
-    results = evaluate(model, loader, names, device, options, save_dir=save_dir)
+                          category_ids=category_ids, augment=args.augment, nms=args.nms)
+    if args.task == "speed":
+        return run_speed_task(model, make_loader(args.img_size), device, options)
+    save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
+    if args.task == "study":
+        return run_study_task(model, make_loader, names, device, options, args.study_sizes, save_dir)
+    results = evaluate(model, make_loader(args.img_size), names, device, options, save_dir=save_dir)
     (save_dir / "metrics.json").write_text(json.dumps(results, indent=1))
     (save_dir / "record_mAP.txt").write_text(record_map_text(results))
     logger.info("Results saved to %s", save_dir)
     return results
+
+
+def run_speed_task(model: Any, loader: Any, device: torch.device, options: Any) -> dict[str, Any]:
+    """--task speed: the timing split at deployment thresholds, nothing else."""
+    from train_val_utils.reporting import speed_line
+    from train_val_utils.study import measure_speed
+
+    speed = measure_speed(model, loader, device, options)
+    print(speed_line(speed))
+    return {"speed_ms": speed, "nms": options.nms, "augment": options.augment}
+
+
+def run_study_task(model: Any, make_loader: Any, names: list[str], device: torch.device, options: Any,
+                   sizes: list[int], save_dir: Path) -> dict[str, Any]:
+    """--task study: mAP and ms/img per size -> study.csv, study.png."""
+    from train_val_utils.study import run_study, write_study
+
+    bad = [s for s in sizes if s < 32 or s % 32]
+    if bad:
+        raise ConfigError(f"--study-sizes {bad}: sizes must be positive multiples of 32 (e.g. 320 384 416)")
+    rows = run_study(model, make_loader, names, device, options, sizes)
+    csv_path, png_path = write_study(rows, save_dir)
+    logger.info("study (nms %s, TTA %s): %s", options.nms, "on" if options.augment else "off",
+                ", ".join(f"{r['img_size']}: mAP {r['map']:.3f} {r['ms_per_img']:.1f}ms" for r in rows))
+    logger.info("Results saved to %s and %s", csv_path, png_path)
+    return {"study": rows, "nms": options.nms, "augment": options.augment}
 
 
 if __name__ == "__main__":

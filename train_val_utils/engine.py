@@ -43,9 +43,10 @@ from train_val_utils.distributed_utils import DistInfo, reduce_sum
 from train_val_utils.geometry import scale_coords
 from train_val_utils.hyp import OptimizerHyp
 from train_val_utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from train_val_utils.nms import non_max_suppression
+from train_val_utils.nms import NMS_MODES, non_max_suppression
 from train_val_utils.optim import apply_warmup
 from train_val_utils.reporting import LOSS_KEYS, epoch_bar_text, epoch_header, results_table, speed_line
+from train_val_utils.tta import tta_forward
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,8 @@ class EvalOptions:
     """How `evaluate` scores and what it writes (files only when `evaluate` gets a `save_dir`).
 
     `coco_json` + `category_ids` score against the original COCO annotations; otherwise against the
-    YOLO labels (the ground truth built from them is cached under `cache_dir`).
+    YOLO labels (the ground truth built from them is cached under `cache_dir`). `augment` runs the
+    test-time-augmented forward (`tta.py`); `nms` is `plain` or `merge` (merge-NMS, `nms.merge_boxes`).
     """
 
     conf_thres: float = 0.001
@@ -222,6 +224,12 @@ class EvalOptions:
     coco_json: str | Path | None = None
     category_ids: list[int] | None = None
     cache_dir: str | Path | None = None
+    augment: bool = False
+    nms: str = "plain"
+
+    def __post_init__(self) -> None:
+        if self.nms not in NMS_MODES:
+            raise UserError(f"nms={self.nms!r}: expected one of {', '.join(NMS_MODES)}")
 
 
 def _ground_truth_source(dataset: Any, options: EvalOptions) -> tuple[Any, list[int]]:
@@ -235,9 +243,12 @@ def _ground_truth_source(dataset: Any, options: EvalOptions) -> tuple[Any, list[
 
 
 @torch.inference_mode()
-def _run_model(model: nn.Module, dataloader: Any, device: torch.device, nms_kw: dict,
-               on_first_batch: Callable[..., None] | None) -> tuple[list, list[float], int]:
-    """Forward + NMS over the loader: per image (dataset index, det (n, 6) in original pixels)."""
+def run_detection(model: nn.Module, dataloader: Any, device: torch.device, options: EvalOptions,
+                  on_first_batch: Callable[..., None] | None = None) -> tuple[list, list[float], int]:
+    """Forward + NMS over the loader: per image (dataset index, det (n, 6) in original pixels), the
+    summed pre-process/inference/NMS seconds and the image count (`validation.py --task speed`)."""
+    nms_kw = {"conf_thres": options.conf_thres, "iou_thres": options.iou_thres, "multi_label": True,
+              "merge": options.nms == "merge"}
     dataset = dataloader.dataset
     index_of = {f: i for i, f in enumerate(dataset.img_files)}
     dtype = next(model.parameters()).dtype
@@ -247,7 +258,7 @@ def _run_model(model: nn.Module, dataloader: Any, device: torch.device, nms_kw: 
         t0 = time_sync()
         x = imgs.to(device, non_blocking=True).to(dtype) / 255  # (bs, 3, H, W) in [0, 1]
         t1 = time_sync()
-        pred = model(x)[0]  # (bs, N, 5+nc)
+        pred = tta_forward(model, x) if options.augment else model(x)[0]  # (bs, N, 5+nc)
         t2 = time_sync()
         out = non_max_suppression(pred.float(), **nms_kw)  # bs x (n, 6)
         t3 = time_sync()
@@ -286,7 +297,8 @@ def evaluate(model: nn.Module, dataloader: Any, class_names: list[str], device: 
 
     Returns `precision`, `recall` (ours, at the best-F1 confidence), `map50`, `map` (COCO), `own_map50`,
     `own_map`, `coco_stats` (12), `coco_summary`, `speed_ms` (pre/inference/nms per image), `per_class`,
-    `best_conf`, `confusion_matrix`, `n_images`, `n_instances`. With `save_dir`: the plots when
+    `best_conf`, `confusion_matrix`, `n_images`, `n_instances`, `nms` and `augment` (how the numbers
+    were made). With `save_dir`: the plots when
     `options.plots` (drawn through `plotter.submit(fn, *args)` when given, so training does not wait
     for matplotlib), `predictions.json` (COCO results) when `options.save_json`.
     """
@@ -301,8 +313,7 @@ def evaluate(model: nn.Module, dataloader: Any, class_names: list[str], device: 
         first_batch = lambda *a: run_plot(draw, *a)  # noqa: E731
     was_training = model.training
     model.eval()
-    nms_kw = {"conf_thres": options.conf_thres, "iou_thres": options.iou_thres, "multi_label": True}
-    per_image, times, seen = _run_model(model, dataloader, device, nms_kw, first_batch)
+    per_image, times, seen = run_detection(model, dataloader, device, options, first_batch)
     model.train(was_training)
 
     dataset, nc = dataloader.dataset, len(names)
@@ -319,6 +330,7 @@ def evaluate(model: nn.Module, dataloader: Any, class_names: list[str], device: 
     ap = ap_per_class(tp, conf, pred_cls, target_cls, nc)
     coco_stats, summary = evaluate_coco(gt_source, coco_dets, [image_ids[i] for i, _ in per_image])
     results = _collect(ap, coco_stats, summary, times, seen, per_image, dataset, names, confusion)
+    results.update(nms=options.nms, augment=options.augment)  # which NMS / TTA produced these numbers
 
     logger.info("%s", results_table(results, per_class=options.verbose))
     logger.info("%s", speed_line(results["speed_ms"]))

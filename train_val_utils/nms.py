@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import torch
 
-from train_val_utils.geometry import xywh2xyxy
+from train_val_utils.geometry import box_iou, xywh2xyxy
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ MAX_WH = 7680
 # At most this many candidates per image enter NMS (highest scores first); guards against a
 # degenerate model emitting every anchor at conf_thres 0.001.
 MAX_NMS = 30000
+# `--nms` modes: `plain` keeps the surviving boxes as they are; `merge` replaces each kept box by the
+# score x IoU-weighted mean of the boxes it suppressed (itself included).
+NMS_MODES = ("plain", "merge")
 
 
 def _greedy_numpy(b: np.ndarray, group: np.ndarray, iou_thres: float, max_keep: int | None) -> np.ndarray:
@@ -134,6 +137,29 @@ def batched_nms_xyxy(
     return batched_nms_torch(shifted, scores, cls, iou_thres, max_keep)
 
 
+def merge_boxes(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, keep: torch.Tensor,
+                iou_thres: float) -> torch.Tensor:
+    """Merge-NMS coordinates: each kept box as the score x IoU-weighted mean of the boxes it suppressed.
+
+    boxes (n, 4) xyxy, scores (n,), groups (n,) (class, or all 0 for agnostic NMS), keep (k,) the kept
+    indices best first. A candidate belongs to the first kept box (in keep order, i.e. by score) of its
+    group that it overlaps above `iou_thres` and that ranks at or before it in score order: the box
+    greedy NMS suppressed it with. Each kept box belongs to itself (IoU 1). Returns (k, 4) xyxy.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)  # (n,) position in score order
+    iou = box_iou(boxes[keep], boxes)  # (k, n)
+    hit = (iou > iou_thres) & (groups[keep, None] == groups[None, :]) & (rank[keep, None] <= rank[None, :])
+    hit[torch.arange(keep.numel(), device=keep.device), keep] = True  # itself, even for a 0-area box
+    first = hit.int().argmax(0)  # (n,) the first kept box that suppresses each candidate
+    owner = torch.zeros_like(hit)
+    owner[first, torch.arange(boxes.shape[0], device=boxes.device)] = hit.any(0)
+    weights = torch.where(owner, iou.nan_to_num(1.0), 0.0) * scores[None, :]  # (k, n)
+    weights[torch.arange(keep.numel(), device=keep.device), keep] = scores[keep]  # IoU with itself is 1
+    return (weights @ boxes) / weights.sum(1, keepdim=True)  # (k, 4)
+
+
 def _candidates(x: torch.Tensor, conf_thres: float, multi_label: bool) -> torch.Tensor:
     """(n, 5+nc) predictions of one image -> (m, 6) xyxy, score = obj * cls, class; above conf_thres."""
     box = xywh2xyxy(x[:, :4])  # (n, 4)
@@ -154,6 +180,7 @@ def non_max_suppression(
     agnostic: bool = False,
     multi_label: bool = True,
     max_det: int = 300,
+    merge: bool = False,
 ) -> list[torch.Tensor]:
     """NMS over a batch of raw eval-mode predictions.
 
@@ -161,7 +188,8 @@ def non_max_suppression(
     Returns per image a (n, 6) tensor `[x1, y1, x2, y2, score, class]`, highest score first, with
     score = objectness x class probability. `multi_label` lets one box keep several classes whose scores
     pass `conf_thres` (better mAP at low thresholds); `classes` keeps only those class indices;
-    `agnostic` suppresses across classes; at most `max_det` boxes per image.
+    `agnostic` suppresses across classes; at most `max_det` boxes per image. `merge` (merge-NMS) moves
+    each kept box to the score x IoU-weighted mean of the boxes it suppressed (`merge_boxes`).
     """
     nc = pred.shape[2] - 5
     multi_label = multi_label and nc > 1
@@ -178,5 +206,9 @@ def non_max_suppression(
             out.append(pred.new_zeros((0, 6)))
             continue
         keep = batched_nms_xyxy(det[:, :4], det[:, 4], det[:, 5], iou_thres, agnostic, max_keep=max_det)
-        out.append(det[keep])
+        kept = det[keep]
+        if merge:
+            groups = torch.zeros_like(det[:, 5]) if agnostic else det[:, 5]
+            kept[:, :4] = merge_boxes(det[:, :4], det[:, 4], groups, keep, iou_thres)
+        out.append(kept)
     return out

@@ -25,6 +25,7 @@ from train_val_utils.detections_io import ResultWriter, summary_text
 from train_val_utils.geometry import scale_coords
 from train_val_utils.nms import non_max_suppression
 from train_val_utils.predict_sources import Frame, FramePrefetcher, SourceSpec
+from train_val_utils.tta import tta_forward
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class PredictOptions:
     max_det: int = 300
     half: bool = False
     batch_size: int = 1
+    augment: bool = False  # test-time augmentation (tta.py)
+    nms: str = "plain"  # plain or merge (merge-NMS)
 
 
 @dataclass
@@ -83,10 +86,10 @@ def detect_batch(model: torch.nn.Module, frames: list[Frame], opts: PredictOptio
     x = torch.from_numpy(np.stack([f.extra[0] for f in frames])).to(device)  # (bs, 3, h, w) uint8
     x = x.half() if opts.half else x.float()
     x = (x / 255).contiguous(memory_format=torch.channels_last)
-    pred = model(x)[0]  # (bs, N, 5+nc)
+    pred = tta_forward(model, x) if opts.augment else model(x)[0]  # (bs, N, 5+nc)
     t1 = time_sync()
     dets = non_max_suppression(pred.float(), opts.conf_thres, opts.iou_thres, opts.classes, opts.agnostic,
-                               max_det=opts.max_det)
+                               max_det=opts.max_det, merge=opts.nms == "merge")
     out = []
     for det, frame in zip(dets, frames):  # (n, 6) per image
         boxes = scale_coords(x.shape[2:], det[:, :4], frame.img.shape[:2], frame.extra[1])

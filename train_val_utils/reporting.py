@@ -53,4 +53,6 @@ def record_map_text(results: dict[str, Any]) -> str:
     lines = [results["coco_summary"].rstrip(), "", "AP@0.5 per class:"]
     lines += [f"{c['name']:>20}: {c['ap50']:.4f}" for c in results["per_class"] if c["instances"] > 0]
     lines.append(f"{'mAP@0.5 (own)':>20}: {results['own_map50']:.4f}")
+    tta = "on" if results.get("augment") else "off"
+    lines.append(f"{'NMS':>20}: {results.get('nms', 'plain')}, TTA {tta}")
     return "\n".join(lines) + "\n"

@@ -54,6 +54,12 @@ class RunConfig:
     verbose: bool
     channels_last: bool
     compile: bool
+    image_weights: bool
+    evolve: int
+    evolve_sampler: str
+    evolve_storage: str | None
+    evolve_name: str | None
+    evolve_space: str
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:

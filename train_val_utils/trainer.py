@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from train_val_utils.distributed_utils import DistInfo, barrier, broadcast_objec
 from train_val_utils.ema import ModelEMA
 from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
 from train_val_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
+from train_val_utils.image_weights import ImageWeightSampler
 from train_val_utils.loss import YoloLoss
 from train_val_utils.optim import build_optimizer, cosine_lr_lambda, warmup_iterations
 from train_val_utils.plot_queue import PlotQueue
@@ -51,6 +53,8 @@ from train_val_utils.train_setup import freeze_layers, load_start_weights
 logger = logging.getLogger(__name__)
 
 NOT_EVALUATED = {"precision": math.nan, "recall": math.nan, "map50": math.nan, "map": math.nan}
+# called on rank 0 after each epoch with (epoch, metrics incl. "fitness"); returning True stops the run
+EpochCallback = Callable[[int, dict[str, Any]], bool | None]
 
 
 def fitness(metrics: dict[str, float]) -> float:
@@ -73,8 +77,9 @@ class Trainer:
     """Holds the run's objects; `fit()` trains and returns the final evaluation."""
 
     def __init__(self, run: RunConfig, dist_info: DistInfo, ckpt: dict[str, Any] | None = None,
-                 ckpt_path: Path | None = None) -> None:
+                 ckpt_path: Path | None = None, epoch_callback: EpochCallback | None = None) -> None:
         self.run, self.dist, self.device = run, dist_info, dist_info.device
+        self.epoch_callback = epoch_callback  # e.g. the --evolve trial's pruning check
         seed_everything(run.seed, run.deterministic)
         self.hyp = validate_hyp(ckpt["hyp"], str(ckpt_path)) if ckpt else load_hyp(run.hyp)
         self._setup_data_cfg()
@@ -90,6 +95,8 @@ class Trainer:
             self.start_epoch, self.best_fitness = restore_training_state(
                 ckpt, self.model, self.ema, self.optimizer, self.scaler, self.scheduler)
             rows = ckpt.get("results", [])
+            if isinstance(self.sampler, ImageWeightSampler) and ckpt.get("class_maps") is not None:
+                self.sampler.set_class_maps(ckpt["class_maps"])
             self.save_dir = ckpt_path.parent.parent
             if self.finalize_only:
                 logger.info("%s: every epoch is trained but the final evaluation did not run (interrupted); "
@@ -176,8 +183,14 @@ class Trainer:
                       nc=int(self.data["classes"]), strict=run.strict, cache_images=run.cache_images)
         self.train_set = LoadImagesAndLabels(self.data["train"], batch_size=self.batch, augment=True,
                                              rect=run.rect, seed=run.seed, **common)
-        if self.dist.distributed:
-            self.sampler: Any = DistributedSampler(self.train_set, shuffle=not run.rect, seed=run.seed)
+        if run.image_weights:
+            if run.rect:
+                raise UserError("--image-weights draws images at random, --rect needs them in aspect order; "
+                                "drop one of the two")
+            self.sampler: Any = ImageWeightSampler(self.train_set.labels, self.nc, run.seed, self.dist.rank,
+                                                   world)
+        elif self.dist.distributed:
+            self.sampler = DistributedSampler(self.train_set, shuffle=not run.rect, seed=run.seed)
         elif run.rect:
             self.sampler = SequentialSampler(self.train_set)
         else:
@@ -219,7 +232,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
         """One pass over the training data; returns the epoch's losses and lr, and its seconds."""
         self.train_set.set_epoch(epoch)
-        if isinstance(self.sampler, DistributedSampler):
+        if isinstance(self.sampler, DistributedSampler | ImageWeightSampler):
             self.sampler.set_epoch(epoch)
         elif isinstance(self.sampler, RandomSampler):
             self.shuffle_gen.manual_seed(self.run.seed * 1_000_003 + epoch)  # same order after resume
@@ -254,6 +267,8 @@ class Trainer:
                 self.best_fitness, self.best_epoch = fit, epoch
             if evaluated:
                 self.stale_epochs = 0 if improved else self.stale_epochs + 1
+            if evaluated and isinstance(self.sampler, ImageWeightSampler):
+                self.sampler.set_class_maps([c["ap50"] for c in metrics["per_class"]])
             stop = bool(self.run.patience) and self.stale_epochs >= self.run.patience and not last
             self.log.add_row({"epoch": epoch, **losses, **{k: float(metrics[k]) for k in NOT_EVALUATED},
                               "seconds": round(seconds, 2)})
@@ -261,6 +276,10 @@ class Trainer:
             self.plots.submit(plot_results, [dict(r) for r in self.log.rows], self.save_dir / "results.png")
             if stop:
                 logger.info("early stop: no better fitness for %d epochs (--patience)", self.run.patience)
+            if self.epoch_callback is not None and self.epoch_callback(epoch, {**metrics, "fitness": fit}):
+                stop = True
+        if isinstance(self.sampler, ImageWeightSampler) and self.dist.distributed:
+            self.sampler.set_class_maps(broadcast_object(self.sampler.class_maps.tolist(), self.dist))
         return bool(broadcast_object(stop, self.dist))
 
     def _evaluate(self, epoch: int, plots: bool) -> dict[str, Any]:
@@ -280,6 +299,8 @@ class Trainer:
         ckpt = build_checkpoint(self.model, self.ema, self.optimizer, self.scaler, self.scheduler, epoch,
                                 self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows,
                                 early_stopped=stop)
+        if isinstance(self.sampler, ImageWeightSampler):  # --image-weights resumes with the same weights
+            ckpt["class_maps"] = self.sampler.class_maps.tolist()
         self._save_file(ckpt, self.wdir / "last.pt")
         self.last_ckpt, self.saved_epoch = ckpt, epoch  # the state tensors are shared, not copied
         self.log.write_row()
