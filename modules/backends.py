@@ -107,7 +107,8 @@ class Backend:
         if self.fixed_hw is not None and tuple(x.shape[-2:]) != self.fixed_hw:
             raise ValueError(f"{self.path}: exported for input {self.fixed_hw} (H, W), got "
                              f"{tuple(x.shape[-2:])}; letterbox to that size or export with --dynamic")
-        return self.forward(x), None  # (bs, N, 5+nc)
+        with torch.no_grad():  # inference only, also when a caller forgot inference_mode
+            return self.forward(x), None  # (bs, N, 5+nc)
 
     def describe(self) -> str:
         size = "any size (dynamic)" if self.fixed_hw is None else "fixed {1}x{0}".format(*self.fixed_hw)
