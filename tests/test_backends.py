@@ -98,7 +98,8 @@ def test_pt_onnx_torchscript_agree_on_coco128(tiny_files: dict[str, Path], coco1
     # mAP on 32 images agrees to 1e-4
     images = subset(tmp_path / "val", coco128, 32)
     data = tmp_path / "coco.data"
-    data.write_text(f"classes=80\ntrain={images}\nvalid={images}\nnames={repo_root / 'data' / 'coco.names'}\n")
+    names = repo_root / "data" / "coco.names"
+    data.write_text(f"classes=80\ntrain={images}\nvalid={images}\nnames={names}\n")
     maps = {}
     for fmt, path in tiny_files.items():
         args = validation.get_args_parser().parse_args(
