@@ -40,6 +40,13 @@ def subset(root: Path, coco128: Path, n: int) -> Path:
     return root / "images"
 
 
+def coco_data(path: Path, images: Path, repo_root: Path) -> Path:
+    """A .data file with `images` as both train and valid split, COCO names."""
+    names = repo_root / "data" / "coco.names"
+    path.write_text(f"classes=80\ntrain={images}\nvalid={images}\nnames={names}\n")
+    return path
+
+
 def do_export(weights: Path, fmt: str, out: Path, *extra: str) -> Path:
     cfg = ["--cfg", str(TINY_CFG)] if weights.suffix == ".weights" else []
     return export.main(export.get_args_parser().parse_args(
@@ -97,9 +104,7 @@ def test_pt_onnx_torchscript_agree_on_coco128(tiny_files: dict[str, Path], coco1
             assert np.abs(got[:, 1:5] - ref[:, 1:5]).max() < 1e-2, (fmt, name)
     # mAP on 32 images agrees to 1e-4
     images = subset(tmp_path / "val", coco128, 32)
-    data = tmp_path / "coco.data"
-    names = repo_root / "data" / "coco.names"
-    data.write_text(f"classes=80\ntrain={images}\nvalid={images}\nnames={names}\n")
+    data = coco_data(tmp_path / "coco.data", images, repo_root)
     maps = {}
     for fmt, path in tiny_files.items():
         args = validation.get_args_parser().parse_args(
