@@ -1,4 +1,4 @@
-"""Run a detector on images, folders, globs, .txt lists, videos or a camera; save annotated results.
+"""Run a detector on images, folders, globs, .txt lists, videos, cameras or URLs; save annotated results.
 
     python predict.py --weights weights/best.pt --source data/images
     python predict.py --weights weights/yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg \\
@@ -40,8 +40,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--names", default=None,
                         help="class-name file, one per line (default: the .pt's names, else class indices)")
     parser.add_argument("--source", required=True,
-                        help="an image, a folder (searched recursively), a glob, a .txt list, a video "
-                             "or a camera index such as 0")
+                        help="an image, a folder (searched recursively), a glob, a .txt list, a video, "
+                             "a camera index such as 0, or a URL (rtsp://, rtmp://, http(s)://)")
     parser.add_argument("--img-size", type=int, default=512, help="inference size in pixels (longest side)")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="minimum score (objectness x class)")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
