@@ -94,6 +94,12 @@ def machine_line() -> str:
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
+    try:  # Linux: the CPU's model name and how many cores this process may use
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = f"{names[0]} ({len(names)} logical CPUs)" if names else cpu
+    except OSError:
+        pass
     return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"onnxruntime {onnxruntime.__version__}, python {platform.python_version()}")
 
