@@ -4,8 +4,10 @@
     python export.py --weights weights/yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg --format pt
     python export.py --weights weights/best.pt --format darknet        # -> weights/best.weights
 
-ONNX/TorchScript graphs take `images` (bs, 3, S, S) float RGB in [0, 1] and return `output`
+ONNX/TorchScript graphs take `images` (bs, 3, H, W) float RGB in [0, 1] and return `output`
 (bs, N, 5+nc) = cx, cy, w, h in input pixels, objectness, class probabilities (run NMS after).
+They carry class names, strides, image size, nc and the cfg (ONNX metadata_props, TorchScript extra
+file meta.json), so predict.py and validation.py run them without --cfg or --names.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from build_utils.parse_config import load_class_names
 from build_utils.run_dir import ensure_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils
+from modules.backends import export_metadata, training_img_size
 from modules.loading import load_model
 
 logger = logging.getLogger("export")
@@ -42,7 +45,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "the model has 80 classes, else the class indices)")
     parser.add_argument("--img-size", type=int, default=416, help="square input size of the exported graph")
     parser.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=False,
-                        help="ONNX: variable batch size (height and width stay --img-size)")
+                        help="ONNX: variable batch, height and width (any multiple of 32); without it the "
+                             "graph takes (1, 3, img-size, img-size) and predict/validation letterbox to it "
+                             "(TorchScript traces always take any size)")
     parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=False,
                         help="float16 ONNX/TorchScript (needs a CUDA --device)")
     parser.add_argument("--device", default="cpu", help="'cpu' or a GPU index such as '0'")
@@ -73,32 +78,46 @@ def class_names_for(args: argparse.Namespace, names: list[str] | None, nc: int) 
 
 
 def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
-    """Write ONNX/TorchScript; returns its max abs difference from PyTorch on the check image
-    (raw, and with boxes in units of the input size, which must stay under TOLERANCE)."""
+    """Write ONNX/TorchScript with its metadata; returns its max abs difference from PyTorch on the
+    check image (raw, and with boxes in units of the input size, which must stay under TOLERANCE).
+
+    A graph that takes any input size (ONNX with --dynamic, every TorchScript trace) is checked at a
+    second size too (two images, 64 px larger), so shape-dependent code cannot hide in the trace."""
     device = select_device(args.device)
     if args.half and device.type != "cuda":
         raise UserError("--half: float16 export needs a CUDA device (--device 0); on CPU export float32")
-    model, _ = load_model(args.weights, args.cfg, device, fuse=True)
+    model, names = load_model(args.weights, args.cfg, device, fuse=True)
     if args.img_size % model.max_stride:
         raise UserError(f"--img-size {args.img_size}: must be a multiple of {model.max_stride}")
+    dynamic = args.dynamic or args.format == "torchscript"
+    meta = export_metadata(model, class_names_for(args, names, model.nc),
+                           training_img_size(Path(args.weights)) or args.img_size, args.img_size, dynamic)
     x = export_utils.example_input(args.img_size, args.verify_image).to(device)
     if args.half:
         model, x = model.half(), x.half()
     if args.format == "onnx":
-        export_utils.export_onnx(model, x, out, dynamic=args.dynamic)
-        got = export_utils.onnx_outputs(out, x)
+        export_utils.export_onnx(model, x, out, dynamic=args.dynamic, metadata=meta)
+        run = export_utils.onnx_outputs
     else:
-        if args.dynamic:
-            logger.warning("--dynamic applies to ONNX only; the TorchScript trace has a fixed shape")
-        export_utils.export_torchscript(model, x, out)
-        got = export_utils.torchscript_outputs(out, x)
-    raw, norm = export_utils.max_abs_diff(got, export_utils.reference_output(model, x), args.img_size)
+        export_utils.export_torchscript(model, x, out, metadata=meta)
+        run = export_utils.torchscript_outputs
+    checks = [x]
+    if dynamic:
+        checks.append(export_utils.example_input(args.img_size + 2 * model.max_stride, args.verify_image,
+                                                 batch=2).to(device=device, dtype=x.dtype))
     tolerance = TOLERANCE if not args.half else 1e-2
-    logger.info("%s vs PyTorch on %s: max abs difference %.2e (boxes in pixels), %.2e (boxes / img-size; "
-                "tolerance %.0e)", out.name, args.verify_image or "seeded noise", raw, norm, tolerance)
-    if norm > tolerance:
-        raise RuntimeError(f"{out}: exported outputs differ from PyTorch by {norm:.3e} (> {tolerance:.0e})")
-    return raw, norm
+    worst = (0.0, 0.0)
+    for xi in checks:
+        size = int(xi.shape[-1])
+        raw, norm = export_utils.max_abs_diff(run(out, xi), export_utils.reference_output(model, xi), size)
+        logger.info("%s vs PyTorch on %s at %dx%d, batch %d: max abs difference %.2e (boxes in pixels), "
+                    "%.2e (boxes / input size; tolerance %.0e)", out.name,
+                    args.verify_image or "seeded noise", size, size, xi.shape[0], raw, norm, tolerance)
+        if norm > tolerance:
+            raise RuntimeError(f"{out}: exported outputs at {size}x{size} differ from PyTorch by {norm:.3e} "
+                               f"(> {tolerance:.0e})")
+        worst = max(worst, (raw, norm), key=lambda r: r[1])
+    return worst
 
 
 def main(args: argparse.Namespace) -> Path:

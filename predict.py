@@ -1,8 +1,9 @@
-"""Run a detector on images, folders, globs, .txt lists, videos or a camera; save annotated results.
+"""Run a detector on images, folders, globs, .txt lists, videos, cameras or URLs; save annotated results.
 
     python predict.py --weights weights/best.pt --source data/images
     python predict.py --weights weights/yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg \\
         --names data/coco.names --source clip.mp4 --img-size 416 --save-txt
+    python predict.py --weights weights/best.onnx --source rtsp://camera.local/stream   # ONNX Runtime
 
 Results go to runs/predict/expN: annotated images under their own names (subfolders kept),
 videos as .mp4, labels/*.txt (`--save-txt`) and predictions.json (`--save-json`).
@@ -22,7 +23,7 @@ from build_utils.errors import DatasetError, UserError
 from build_utils.parse_config import load_class_names
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
-from modules.loading import load_model
+from modules.backends import Backend, load_backend
 from train_val_utils.detections_io import ResultWriter
 from train_val_utils.nms import NMS_MODES
 from train_val_utils.predict_sources import resolve_source
@@ -34,13 +35,14 @@ logger = logging.getLogger("predict")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="a .pt checkpoint, or Darknet .weights with --cfg")
+    parser.add_argument("--weights", required=True,
+                        help="a .pt, Darknet .weights with --cfg, or an exported .onnx/.torchscript")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
     parser.add_argument("--names", default=None,
                         help="class-name file, one per line (default: the .pt's names, else class indices)")
     parser.add_argument("--source", required=True,
-                        help="an image, a folder (searched recursively), a glob, a .txt list, a video "
-                             "or a camera index such as 0")
+                        help="an image, a folder (searched recursively), a glob, a .txt list, a video, "
+                             "a camera index such as 0, or a URL (rtsp://, rtmp://, http(s)://)")
     parser.add_argument("--img-size", type=int, default=512, help="inference size in pixels (longest side)")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="minimum score (objectness x class)")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
@@ -85,19 +87,33 @@ def check_args(args: argparse.Namespace) -> None:
         check_positive(args.line_thickness, "line_thickness")
 
 
-def prepare_model(args: argparse.Namespace, device: torch.device, half: bool):
-    """Fused model in eval mode (float16 when `half`, channels_last) and its class names or None."""
-    model, names = load_model(args.weights, args.cfg, device, fuse=True)
-    if args.names:
-        names = load_class_names(args.names)
-    if names is not None and len(names) != model.nc:
+def prepare_backend(args: argparse.Namespace, device: torch.device,
+                    half: bool) -> tuple[Backend, list | None]:
+    """The backend for --weights (a .pt/.weights model fused, float16 when `half`, channels_last; an
+    exported .onnx/.torchscript as it is) and its class names or None."""
+    backend = load_backend(args.weights, args.cfg, device, half=half, fuse=True, channels_last=True)
+    names = load_class_names(args.names) if args.names else backend.names
+    if names is not None and len(names) != backend.nc:
         raise UserError(f"{args.names or args.weights}: {len(names)} class names but the model has "
-                        f"{model.nc} classes; pass the names file the model was trained with")
+                        f"{backend.nc} classes; pass the names file the model was trained with")
     if names is None:
         logger.info("no class names (Darknet weights without --names): labels show class indices; "
                     "pass --names data/coco.names for COCO weights")
-    model = model.half() if half else model
-    return model.to(memory_format=torch.channels_last), names
+    return backend, names
+
+
+def inference_size(args: argparse.Namespace, backend: Backend) -> tuple[int, tuple[int, int] | None]:
+    """(--img-size rounded up to the stride, the fixed (H, W) of a static export or None)."""
+    stride = backend.stride
+    img_size = max(stride, -(-args.img_size // stride) * stride)
+    if backend.fixed_hw is not None:
+        h, w = backend.fixed_hw
+        logger.warning("%s has a fixed input size: letterboxing every image to %dx%d (--img-size %d ignored; "
+                       "export with --dynamic for any size)", Path(args.weights).name, w, h, args.img_size)
+        return max(h, w), backend.fixed_hw
+    if img_size != args.img_size:
+        logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
+    return img_size, None
 
 
 def log_summary(stats: PredictStats, img_size: int, save_dir: Path) -> None:
@@ -121,14 +137,14 @@ def main(args: argparse.Namespace) -> PredictStats:
     if args.half and not half:
         logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
     spec = resolve_source(args.source)
-    model, names = prepare_model(args, device, half)
-    stride = int(model.max_stride)
-    img_size = max(stride, -(-args.img_size // stride) * stride)
-    if img_size != args.img_size:
-        logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
+    model, names = prepare_backend(args, device, half)
+    img_size, fixed_hw = inference_size(args, model)
+    if fixed_hw is not None and args.augment:
+        raise UserError(f"{args.weights}: a fixed-size export cannot run --augment (it changes the input "
+                        "size); export with --dynamic, or use the .pt")
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
     opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
-                          args.max_det, half, args.batch_size, args.augment, args.nms)
+                          args.max_det, half, args.batch_size, args.augment, args.nms, fixed_hw)
     writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
                           save_json=args.save_json, line_thickness=args.line_thickness)
     stats = run_predict(model, names, spec, save_dir, opts, device, writer)

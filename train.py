@@ -132,7 +132,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def evolve(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -> dict[str, Any]:
     """--evolve N: N trials of the Optuna study; returns the best trial's number and values."""
-    from build_utils.run_dir import increment_path
+    from build_utils.run_dir import make_run_dir
     from train_val_utils.evolve import import_optuna, load_search_space, run_evolve
     from train_val_utils.hyp import load_hyp
     from train_val_utils.run_config import RunConfig
@@ -141,7 +141,7 @@ def evolve(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -
     run = RunConfig.from_options(vars(args))
     space, base_hyp = load_search_space(args.evolve_space), load_hyp(args.hyp)
     project = "runs/evolve" if args.project == defaults["project"] else args.project
-    evolve_dir = increment_path(project, args.name, exist_ok=args.exist_ok)
+    evolve_dir = make_run_dir(project, args.name, exist_ok=args.exist_ok)
     study = run_evolve(run, base_hyp, space, evolve_dir, dist_info, args.evolve, args.evolve_storage,
                        args.evolve_name, args.evolve_sampler)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]

@@ -2,6 +2,7 @@
 
     python validation.py --weights weights/best.pt --data data/my.data
     python validation.py --weights yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg --data data/coco128.data
+    python validation.py --weights weights/best.onnx --data data/my.data       # ONNX Runtime
 
 Writes into runs/val/expN: metrics.json, record_mAP.txt (COCO summary + per-class AP@0.5), the plots,
 and with --save-json predictions.json (COCO results format). `--nms merge` and `--augment` (TTA) change
@@ -37,7 +38,9 @@ logger = logging.getLogger("validation")
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bool_flag = argparse.BooleanOptionalAction
-    p.add_argument("--weights", required=True, help="a .pt (carries cfg, names) or Darknet .weights")
+    p.add_argument("--weights", required=True,
+                   help="a .pt (carries cfg, names), Darknet .weights (with --cfg), or an exported .onnx / "
+                        ".torchscript (carry their own model)")
     p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
     p.add_argument("--data", required=True, help=".data file; its valid= images are scored")
     p.add_argument("--img-size", type=int, default=416, help="inference size (pixels, multiple of 32)")
@@ -91,8 +94,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    from build_utils.datasets import LoadImagesAndLabels, collate_fn
-    from modules.loading import load_model
+    from build_utils.datasets import validation_loader
+    from modules.backends import load_backend
     from train_val_utils.engine import EvalOptions, evaluate
     from train_val_utils.reporting import record_map_text
 
@@ -100,14 +103,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     device = select_device(args.device)
     data = parse_data_cfg(args.data)
     names = data["class_names"]
-    model, _ = load_model(args.weights, args.cfg, device=device, fuse=True)
+    if args.half and device.type != "cuda":
+        logger.warning("--half needs CUDA; running in float32 on %s", device)
+    model = load_backend(args.weights, args.cfg, device, half=args.half and device.type == "cuda", fuse=True)
     if model.nc != len(names):
         raise ConfigError(f"{args.data}: {len(names)} classes, but the model ({args.weights}) predicts "
                           f"{model.nc}; pass the .data the model was trained with")
-    if args.half and device.type != "cuda":
-        logger.warning("--half needs CUDA; running in float32 on %s", device)
-    elif args.half:
-        model.half()
+    img_size, rect = args.img_size, args.rect
+    if model.fixed_hw is not None:
+        img_size, rect = max(model.fixed_hw), False
+        logger.warning("%s has a fixed input size: letterboxing every image to %dx%d without rect batches "
+                       "(--img-size %d ignored; export with --dynamic for any size)", Path(args.weights).name,
+                       model.fixed_hw[1], model.fixed_hw[0], args.img_size)
     category_ids = parse_category_ids(data.get("category_ids"), args.data)
     coco_json = data.get("valid_json")
     if coco_json is not None and category_ids is None:
@@ -115,22 +122,23 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if category_ids is not None and len(category_ids) != len(names):
         raise ConfigError(f"{args.data}: category_ids has {len(category_ids)} ids for {len(names)} classes")
 
-    def make_loader(img_size: int) -> torch.utils.data.DataLoader:
-        dataset = LoadImagesAndLabels(data["valid"], img_size, args.batch_size, rect=args.rect,
-                                      nc=len(names), pad=0.5 if args.rect else 0.0)
-        return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                           num_workers=args.workers, collate_fn=collate_fn,
-                                           pin_memory=device.type == "cuda")
+    if model.fixed_hw is not None and (args.augment or args.task == "study"):
+        raise ConfigError(f"{args.weights}: a fixed-size export cannot run --augment or --task study (they "
+                          "change the input size); export with --dynamic, or use the .pt")
+
+    def make_loader(size: int) -> torch.utils.data.DataLoader:
+        return validation_loader(data["valid"], size, args.batch_size, len(names), rect, args.workers,
+                                 pin_memory=device.type == "cuda")
 
     options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
                           save_json=args.save_json, verbose=args.verbose, coco_json=coco_json,
                           category_ids=category_ids, augment=args.augment, nms=args.nms)
     if args.task == "speed":
-        return run_speed_task(model, make_loader(args.img_size), device, options)
+        return run_speed_task(model, make_loader(img_size), device, options)
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
     if args.task == "study":
         return run_study_task(model, make_loader, names, device, options, args.study_sizes, save_dir)
-    results = evaluate(model, make_loader(args.img_size), names, device, options, save_dir=save_dir)
+    results = evaluate(model, make_loader(img_size), names, device, options, save_dir=save_dir)
     (save_dir / "metrics.json").write_text(json.dumps(results, indent=1))
     (save_dir / "record_mAP.txt").write_text(record_map_text(results))
     logger.info("Results saved to %s", save_dir)

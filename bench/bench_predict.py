@@ -2,6 +2,7 @@
 
     python bench/bench_predict.py                      # coco128 at 416, CPU: yolov3-tiny and yolov3-spp
     python bench/bench_predict.py --device 0 --half    # on a GPU
+    python bench/bench_predict.py --weights tiny.pt tiny.onnx tiny.int8.onnx   # any formats, side by side
 
 Runs `predict.main` exactly as the CLI does (decode and letterbox in the prefetch thread, forward
 and NMS here, drawing and JPEG writing in the writer thread), fused, annotated images saved to a
@@ -10,7 +11,8 @@ reference data, so it runs a random-weight `.pt` (speed does not depend on the v
 initial objectness bias keeps the detection count realistic). Each setting runs --repeats times
 after one warm-up pass (OpenCV/oneDNN set-up per input shape); the best pass is reported, and the
 split is summed per stage and divided by the image count (decode and write overlap the forward,
-so the stages add up to more than the wall time).
+so the stages add up to more than the wall time). The timed passes alternate between the settings
+(round robin), so load from other processes hits every row alike: compare rows of one run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiny-weights", default=str(REFERENCE / "weights" / "yolov3-tiny.weights"))
     parser.add_argument("--models", nargs="+", default=["yolov3-tiny", "yolov3-spp"],
                         help="cfg names under cfg/ (yolov3-tiny uses --tiny-weights, others random weights)")
+    parser.add_argument("--weights", nargs="+", default=None,
+                        help="files of any format (.pt, .weights with --cfg, .onnx, .torchscript) to compare "
+                             "instead of --models")
+    parser.add_argument("--cfg", default=None, help="cfg for Darknet .weights in --weights")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -78,6 +84,14 @@ def one_pass(weights: Path, cfg: Path | None, args: argparse.Namespace, project:
     return stats
 
 
+def settings(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path, Path | None]]:
+    """(row label, weights, cfg or None) per row: --weights files as given, else one per --models cfg."""
+    if args.weights:
+        return [(Path(w).name, Path(w), Path(args.cfg) if args.cfg and Path(w).suffix == ".weights" else None)
+                for w in args.weights]
+    return [(name, *weights_for(name, args, tmp)) for name in args.models]
+
+
 def main(args: argparse.Namespace) -> None:
     setup_logging()
     if args.threads:
@@ -86,16 +100,20 @@ def main(args: argparse.Namespace) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for name in args.models:
-            weights, cfg = weights_for(name, args, tmp)
+        runs = settings(args, tmp)
+        for _, weights, cfg in runs:
             one_pass(weights, cfg, args, tmp / "runs")  # warm-up
-            best = min((one_pass(weights, cfg, args, tmp / "runs") for _ in range(args.repeats)),
-                       key=lambda s: s.wall_s)
+        passes: dict[str, list] = {label: [] for label, _, _ in runs}
+        for _ in range(args.repeats):  # round robin: every row sees the same background load
+            for label, weights, cfg in runs:
+                passes[label].append(one_pass(weights, cfg, args, tmp / "runs"))
+        for label, _, _ in runs:
+            best = min(passes[label], key=lambda s: s.wall_s)
             n = best.images
-            rows.append(f"| {name} | {args.img_size} | {args.batch_size} | {n} | {n / best.wall_s:.1f} | "
+            rows.append(f"| {label} | {args.img_size} | {args.batch_size} | {n} | {n / best.wall_s:.1f} | "
                         f"{1000 * best.decode_s / n:.1f} | {1000 * best.forward_s / n:.1f} | "
                         f"{1000 * best.nms_s / n:.1f} | {1000 * best.write_s / n:.1f} |")
-            logger.info("row: %s", rows[-1])  # printed as soon as known: the next model may take long
+            logger.info("row: %s", rows[-1])
     logger.info("device %s, torch %s, %d threads", args.device, torch.__version__, torch.get_num_threads())
     logger.info("| model | size | batch | images | images/s end to end | decode+letterbox ms | forward ms | "
                 "NMS ms | draw+write ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n%s",

@@ -241,3 +241,12 @@ class LoadImagesAndLabels(Dataset):
         return _labels_xywhn2xyxy(lab, w0, h0) if len(lab) else np.zeros((0, 5), np.float32)
 
     collate_fn = staticmethod(collate_fn)
+
+
+def validation_loader(path: str | Path, img_size: int, batch_size: int, nc: int, rect: bool = True,
+                      workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The evaluation loader validation.py and benchmark.py share: in order, rect batches padded by half
+    a stride (or square `img_size` inputs without `rect`, e.g. for a fixed-size export)."""
+    dataset = LoadImagesAndLabels(path, img_size, batch_size, rect=rect, nc=nc, pad=0.5 if rect else 0.0)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                       collate_fn=collate_fn, pin_memory=pin_memory)

@@ -51,11 +51,20 @@ def read_image_resized(path: str | Path, long_side: int, area_when_shrinking: bo
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def decode_image_bytes(data: bytes, source: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from encoded bytes (e.g. fetched from a URL); `source` names them in errors."""
+    return cv2.cvtColor(_decode_buffer(np.frombuffer(data, dtype=np.uint8), source), cv2.COLOR_BGR2RGB)
+
+
 def _decode_bgr(path: Path) -> np.ndarray:
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
         raise DatasetError(f"{path}: cannot read the file ({err.strerror}); check the path") from None
+    return _decode_buffer(data, str(path))
+
+
+def _decode_buffer(data: np.ndarray, path: str) -> np.ndarray:
     if data.size == 0:
         raise DatasetError(f"{path}: the file is empty (0 bytes); remove it or re-export the image")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied by OpenCV

@@ -8,6 +8,7 @@ TorchScript-based exporter (`dynamo=False`), which needs no dependency beyond `o
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import nn
 from build_utils.augment import letterbox
 from build_utils.errors import UserError
 from build_utils.image_io import read_image
+from modules.backends import TORCHSCRIPT_META
 from modules.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from modules.loading import load_model
 from modules.model import DarkNet
@@ -51,25 +53,37 @@ def example_input(img_size: int, image: str | Path | None = None, batch: int = 1
     return x[None].repeat(batch, 1, 1, 1)
 
 
-def export_torchscript(model: DarkNet, x: torch.Tensor, path: Path) -> Path:
-    """Trace at the shape of `x` (TorchScript traces are fixed-size) and save."""
+def export_torchscript(model: DarkNet, x: torch.Tensor, path: Path,
+                       metadata: dict[str, str] | None = None) -> Path:
+    """Trace at the shape of `x` and save, with `metadata` (see `modules.backends.export_metadata`) as
+    the extra file `meta.json`. The trace records the shape arithmetic (views, grids), so it runs at
+    any batch and any multiple of the stride; `DarknetMaxPool`'s pad test is fixed at trace time,
+    which is safe because it has the same answer for every multiple of 32 (see its docstring)."""
     with torch.no_grad():
         traced = torch.jit.trace(PredictionOnly(model).eval(), x, check_trace=False)
-    traced.save(str(path))
+    extra = {TORCHSCRIPT_META: json.dumps(metadata)} if metadata else {}
+    traced.save(str(path), _extra_files=extra)
     return path
 
 
-def export_onnx(model: DarkNet, x: torch.Tensor, path: Path, dynamic: bool = False) -> Path:
-    """ONNX opset 17; `dynamic` makes the batch axis variable (H and W stay those of `x`)."""
+def export_onnx(model: DarkNet, x: torch.Tensor, path: Path, dynamic: bool = False,
+                metadata: dict[str, str] | None = None) -> Path:
+    """ONNX opset 17; `dynamic` makes batch, height and width variable; `metadata` -> `metadata_props`."""
     try:
         import onnx
     except ImportError:
         raise UserError("--format onnx needs the export extra: pip install -e '.[export]'") from None
-    axes = {"images": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
+    axes = None
+    if dynamic:  # (bs, 3, H, W) -> (bs, N, 5+nc) with N = na * sum(ny * nx) over the heads
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 1: "anchors"}}
     with torch.no_grad():
         torch.onnx.export(PredictionOnly(model).eval(), (x,), str(path), opset_version=ONNX_OPSET,
                           input_names=["images"], output_names=["output"], dynamic_axes=axes, dynamo=False)
-    onnx.checker.check_model(onnx.load(str(path)))
+    proto = onnx.load(str(path))
+    if metadata:
+        onnx.helper.set_model_props(proto, metadata)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
     return path
 
 

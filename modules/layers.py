@@ -34,6 +34,11 @@ class DarknetMaxPool(nn.Module):
     Cells outside the image never win the max. PyTorch's own padding is symmetric, so the
     asymmetric case (size 2, stride 1 in yolov3-tiny) pads with -inf first. (A replicate pad gives
     the same numbers, but its backward breaks `torch.compile` on channels_last tensors.)
+
+    The pad is skipped when no window reads it (size 2, stride 2 on even sizes). An export trace
+    freezes that decision at the traced size; it is the same for every input that is a multiple
+    of 32 (yolov3-tiny's stride-2 pools always see even sizes, its stride-1 pool always pads), so
+    dynamic ONNX and TorchScript graphs stay exact at other sizes (tests/test_backends.py).
     """
 
     def __init__(self, size: int, stride: int) -> None:

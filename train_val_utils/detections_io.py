@@ -127,7 +127,7 @@ class ResultWriter:
 
     def _write(self, frame: Any, det: np.ndarray) -> None:
         shape_hw = frame.img.shape[:2]
-        video = frame.kind in ("video", "camera")
+        video = frame.kind in ("video", "camera", "stream")
         if self.save_txt:
             rel = frame.rel.with_name(f"{frame.rel.stem}_{frame.frame}") if video else frame.rel
             txt = (self.save_dir / "labels" / rel).with_suffix(".txt")

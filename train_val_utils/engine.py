@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from build_utils.errors import UserError
 from build_utils.torch_utils import time_sync
+from modules.backends import input_dtype
 from train_val_utils.coco_eval import (
     STAT_NAMES,
     coco_gt_from_labels,
@@ -251,7 +252,7 @@ def run_detection(model: nn.Module, dataloader: Any, device: torch.device, optio
               "merge": options.nms == "merge"}
     dataset = dataloader.dataset
     index_of = {f: i for i, f in enumerate(dataset.img_files)}
-    dtype = next(model.parameters()).dtype
+    dtype = input_dtype(model)  # a DarkNet's parameter dtype, or what a backend's graph takes
     per_image, times, seen = [], [0.0, 0.0, 0.0], 0
     bar = tqdm(dataloader, desc="validating", leave=False)
     for batch_i, (imgs, targets, paths, shapes) in enumerate(bar):
@@ -294,6 +295,9 @@ def evaluate(model: nn.Module, dataloader: Any, class_names: list[str], device: 
              options: EvalOptions | None = None, save_dir: str | Path | None = None,
              plotter: Any = None) -> dict[str, Any]:
     """Score `model` (any dtype) on `dataloader` (a `LoadImagesAndLabels` loader, rect or not).
+
+    `model` is a DarkNet (training) or any `modules.backends.Backend` (`.pt`, `.torchscript`, `.onnx`):
+    both return `(pred (bs, N, 5+nc), ...)` in eval mode.
 
     Returns `precision`, `recall` (ours, at the best-F1 confidence), `map50`, `map` (COCO), `own_map50`,
     `own_map`, `coco_stats` (12), `coco_summary`, `speed_ms` (pre/inference/nms per image), `per_class`,

@@ -1,10 +1,16 @@
-"""Inference inputs: one image, a folder (recursive), a glob, a `.txt` list, a video file or a camera.
+"""Inference inputs: an image, a folder (recursive), a glob, a `.txt` list, a video, a camera or a URL.
 
 `resolve_source` turns the user's `--source` into a list of files (or a camera index) once, so
 bad paths fail before any model work. `FramePrefetcher` then decodes in a background thread into
 a bounded queue: OpenCV releases the GIL while decoding, so the next images are ready while the
 model runs on the current ones, and the bound keeps memory flat on long videos. A file that
 cannot be decoded is logged and listed in `skipped`; it never stops a folder.
+
+URLs: `rtsp://`, `rtmp://` and `http(s)://` video go through `cv2.VideoCapture` (FFmpeg). A stream
+that reports a frame count (a video file on a web server) is read frame by frame like a local video;
+a live one (no frame count) through `LatestFrameReader`, which keeps only the newest frame and
+reconnects a few times. An `http(s)://` image (by suffix or content type) is fetched once. The host
+is contacted while resolving, so an unreachable URL fails before any model work, naming it.
 """
 
 from __future__ import annotations
@@ -13,8 +19,12 @@ import glob
 import logging
 import os
 import queue
+import socket
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +34,19 @@ import cv2
 import numpy as np
 
 from build_utils.errors import DatasetError
-from build_utils.image_io import is_image_file, read_image
+from build_utils.image_io import decode_image_bytes, is_image_file, read_image
 from build_utils.img_list import read_list_file
+from train_val_utils.stream_reader import LatestFrameReader
 
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm", ".asf"})
 _GLOB_CHARS = set("*?[")
 _DONE = object()  # end-of-stream marker in the prefetch queue
+URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://")
+DEFAULT_PORTS = {"rtsp": 554, "rtmp": 1935, "http": 80, "https": 443}
+CONNECT_TIMEOUT_S = 10.0
+STREAM_RECONNECTS = 3
 
 
 @dataclass
@@ -42,6 +57,8 @@ class SourceSpec:
     root: Path | None = None
     camera: int | None = None
     ignored: list[Path] = field(default_factory=list)  # files in a folder that are neither image nor video
+    url: str | None = None  # a video stream URL; `files` then holds its output name
+    fetched: dict[Path, np.ndarray] = field(default_factory=dict)  # images fetched from a URL, RGB
 
     def rel(self, path: Path) -> Path:
         """Output path of `path` below the run folder: subfolders of the source root are kept."""
@@ -59,7 +76,7 @@ class Frame:
     index: int  # 1-based position of the file in the source
     total: int  # number of files (0 for a camera)
     img: np.ndarray
-    kind: str  # "image", "video" or "camera"
+    kind: str  # "image", "video", "camera" or "stream" (a live URL)
     frame: int = 0  # 1-based frame number inside a video or camera stream
     frames: int = 0  # frames in the video (0 when unknown)
     fps: float = 0.0
@@ -88,6 +105,8 @@ def resolve_source(source: str | Path) -> SourceSpec:
     text = str(source).strip()
     if text.isdigit():
         return SourceSpec(camera=int(text))
+    if text.lower().startswith(URL_SCHEMES):
+        return resolve_url(text)
     path = Path(text)
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file())
@@ -111,6 +130,37 @@ def resolve_source(source: str | Path) -> SourceSpec:
     if not spec.files:
         raise DatasetError(f"--source {text}: found no images or videos there")
     return spec
+
+
+def _unreachable(url: str, reason: object) -> DatasetError:
+    return DatasetError(f"--source {url}: cannot reach it ({reason}); check the address, the port and that "
+                        "the server or camera is running")
+
+
+def resolve_url(url: str) -> SourceSpec:
+    """A URL source: an `http(s)` image is fetched now; a video URL is checked for a reachable host."""
+    parts = urllib.parse.urlsplit(url)
+    name = Path(parts.path).name or "stream"
+    if parts.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT_S) as resp:  # noqa: S310 - user's URL
+                kind = resp.headers.get_content_type()
+                if kind.startswith("image/") or is_image(Path(name)):
+                    img = decode_image_bytes(resp.read(), url)
+                    path = Path(name if is_image(Path(name)) else f"{name}.{kind.split('/')[-1]}")
+                    return SourceSpec(files=[path], fetched={path: img})
+        except urllib.error.HTTPError as err:
+            raise DatasetError(f"--source {url}: the server answered {err.code} {err.reason}; "
+                               "check the URL") from None
+        except (urllib.error.URLError, OSError) as err:
+            raise _unreachable(url, getattr(err, "reason", err)) from None
+    else:
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+            socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S).close()
+        except (OSError, ValueError) as err:
+            raise _unreachable(url, err) from None
+    return SourceSpec(files=[Path(name).with_suffix(".mp4")], url=url)
 
 
 class FramePrefetcher:
@@ -178,8 +228,40 @@ class FramePrefetcher:
             self._skip(path, "no frame could be decoded (corrupt or unsupported video)")
         return True
 
+    def _stream(self, url: str, path: Path) -> None:
+        """A URL video: read in order when it has a known length, else newest-frame-only (live)."""
+        def open_capture() -> cv2.VideoCapture:
+            return cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+
+        cap = open_capture()
+        if not cap.isOpened():
+            raise DatasetError(f"--source {url}: OpenCV/FFmpeg cannot open this stream; check the URL and "
+                               "that it serves video")
+        if int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) > 0:  # a finite video served over the network
+            self._video_frames(cap, path, 1, "video")
+            return
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        cap.release()
+        reader = LatestFrameReader(open_capture, url, reconnects=STREAM_RECONNECTS).start()
+        try:
+            for n, bgr in enumerate(reader.frames(), 1):
+                t0 = time.perf_counter()
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                frame = self._frame(t0, path=path, rel=path, index=1, total=1, img=rgb, kind="stream",
+                                    frame=n, fps=fps)
+                if not self._put(frame):
+                    return
+        finally:
+            reader.close()
+            if reader.dropped:
+                logger.info("stream %s: %d frames dropped to keep up (only the newest frame is processed)",
+                            url, reader.dropped)
+
     def _produce(self) -> None:
         try:
+            if self.spec.url is not None:
+                self._stream(self.spec.url, self.spec.files[0])
+                return
             if self.spec.camera is not None:
                 cap = cv2.VideoCapture(self.spec.camera)
                 if not cap.isOpened():
@@ -200,7 +282,7 @@ class FramePrefetcher:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    img = read_image(path)
+                    img = self.spec.fetched[path] if path in self.spec.fetched else read_image(path)
                 except DatasetError as err:
                     self._skip(path, str(err))
                     continue

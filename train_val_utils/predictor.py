@@ -21,6 +21,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from build_utils.augment import letterbox
 from build_utils.torch_utils import time_sync
+from modules.backends import Backend, input_dtype
 from train_val_utils.detections_io import ResultWriter, summary_text
 from train_val_utils.geometry import scale_coords
 from train_val_utils.nms import non_max_suppression
@@ -42,6 +43,7 @@ class PredictOptions:
     batch_size: int = 1
     augment: bool = False  # test-time augmentation (tta.py)
     nms: str = "plain"  # plain or merge (merge-NMS)
+    fixed_hw: tuple[int, int] | None = None  # a static export's input (H, W): letterbox every frame to it
 
 
 @dataclass
@@ -59,9 +61,11 @@ class PredictStats:
     json_path: Path | None = None
 
 
-def letterbox_chw(img_rgb: np.ndarray, img_size: int, stride: int):
-    """(H, W, 3) RGB -> contiguous (3, h, w) uint8 network input and the `ratio_pad` scale_coords wants."""
-    img, (r_w, r_h), pad = letterbox(img_rgb, img_size, auto=True, stride=stride)
+def letterbox_chw(img_rgb: np.ndarray, img_size: int | tuple[int, int], stride: int, auto: bool = True):
+    """(H, W, 3) RGB -> contiguous (3, h, w) uint8 network input and the `ratio_pad` scale_coords wants.
+
+    `auto` pads only to the next multiple of `stride`; without it the input is exactly `img_size`."""
+    img, (r_w, r_h), pad = letterbox(img_rgb, img_size, auto=auto, stride=stride)
     return np.ascontiguousarray(img.transpose(2, 0, 1)), ((r_h, r_w), pad)
 
 
@@ -78,14 +82,13 @@ def same_shape_batches(frames: Iterable[Frame], batch_size: int) -> Iterator[lis
 
 
 @torch.inference_mode()
-def detect_batch(model: torch.nn.Module, frames: list[Frame], opts: PredictOptions,
+def detect_batch(model: Backend | torch.nn.Module, frames: list[Frame], opts: PredictOptions,
                  device: torch.device) -> tuple[list[np.ndarray], float, float]:
     """Detections (n, 6) `[x1, y1, x2, y2, score, class]` in original pixels per frame, and the
     forward and NMS seconds."""
     t0 = time_sync()
     x = torch.from_numpy(np.stack([f.extra[0] for f in frames])).to(device)  # (bs, 3, h, w) uint8
-    x = x.half() if opts.half else x.float()
-    x = (x / 255).contiguous(memory_format=torch.channels_last)
+    x = x.to(input_dtype(model)) / 255  # the backend applies its own memory format
     pred = tta_forward(model, x) if opts.augment else model(x)[0]  # (bs, N, 5+nc)
     t1 = time_sync()
     dets = non_max_suppression(pred.float(), opts.conf_thres, opts.iou_thres, opts.classes, opts.agnostic,
@@ -110,11 +113,13 @@ def image_line(frame: Frame, det: np.ndarray, names: Sequence[str] | None, ms: f
     return f"{where}: {w}x{h} {summary_text(det, names)}, {ms:.1f}ms"
 
 
-def run_predict(model: torch.nn.Module, names: Sequence[str] | None, spec: SourceSpec, save_dir: Path,
-                opts: PredictOptions, device: torch.device, writer: ResultWriter) -> PredictStats:
+def run_predict(model: Backend | torch.nn.Module, names: Sequence[str] | None, spec: SourceSpec,
+                save_dir: Path, opts: PredictOptions, device: torch.device,
+                writer: ResultWriter) -> PredictStats:
     """Run the model over every frame of `spec`, log one line per frame, and hand results to `writer`."""
     stride = int(getattr(model, "max_stride", 32))
-    loader = FramePrefetcher(spec, transform=lambda img: letterbox_chw(img, opts.img_size, stride),
+    size, auto = (opts.fixed_hw, False) if opts.fixed_hw is not None else (opts.img_size, True)
+    loader = FramePrefetcher(spec, transform=lambda img: letterbox_chw(img, size, stride, auto),
                              maxsize=max(8, 2 * opts.batch_size))
     stats = PredictStats()
     show_bar = spec.camera is None and len(spec.files) > 1

@@ -1,0 +1,55 @@
+"""Export a model to every format and validate each: one table of size, mAP and speed per format.
+
+    python benchmark.py --weights weights/best.pt --data data/my.data --img-size 416
+    python benchmark.py --weights yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg --data data/coco128.data
+
+Rows: PyTorch, PyTorch fused + channels_last, TorchScript, ONNX Runtime fp32, ONNX Runtime int8 (static
+quantization, per-channel weights, QDQ, calibrated on --calib-images images of the train split).
+Columns: format, file MB, mAP@0.5:0.95, mAP@0.5, ms/img pre/forward/NMS, img/s. The table is printed and
+written to runs/benchmark/expN/results.csv and results.md, beside the exported files. A format that fails
+keeps its row with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from build_utils.cli import run_cli, setup_logging
+from build_utils.errors import UserError
+from train_val_utils.format_benchmark import BenchmarkOptions, FormatRow, run_benchmark
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="a .pt, or Darknet .weights with --cfg")
+    p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
+    p.add_argument("--data", required=True, help=".data file: valid= is scored, train= calibrates int8")
+    p.add_argument("--img-size", type=int, default=416, help="inference size (multiple of 32)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="'cpu' or a GPU index such as '0'")
+    p.add_argument("--calib-images", type=int, default=32, help="train-split images for the int8 ranges")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="dataloader workers")
+    p.add_argument("--project", default="runs/benchmark", help="results go to project/name")
+    p.add_argument("--name", default="exp", help="run folder name (auto-incremented)")
+    p.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False, help="debug logging")
+    return p
+
+
+def main(args: argparse.Namespace) -> list[FormatRow]:
+    setup_logging(args.verbose)
+    if args.img_size < 32 or args.img_size % 32:
+        raise UserError(f"--img-size {args.img_size}: must be a positive multiple of 32 (e.g. 416)")
+    if args.batch_size < 1 or args.calib_images < 1:
+        raise UserError("--batch-size and --calib-images must be at least 1")
+    opts = BenchmarkOptions(Path(args.weights), Path(args.data), Path(args.cfg) if args.cfg else None,
+                            args.img_size, args.batch_size, args.device, args.calib_images, args.workers,
+                            project=args.project, name=args.name)
+    rows, _ = run_benchmark(opts)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, get_args_parser().parse_args()))
