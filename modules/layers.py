@@ -7,7 +7,6 @@ outputs as a second argument; `DarkNet.forward` passes it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -28,12 +27,26 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")  # the parser rejects these with a ConfigError first
 
 
+def _repeat_edges(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """(bs, c, h, w) -> (bs, c, h + before + after, w + before + after), edges repeated outwards."""
+    for dim in (-2, -1):
+        parts = [x]
+        if before:
+            parts = [x.narrow(dim, 0, 1)] * before + parts
+        if after:
+            parts += [x.narrow(dim, x.shape[dim] - 1, 1)] * after
+        x = torch.cat(parts, dim=dim)
+    return x
+
+
 class DarknetMaxPool(nn.Module):
     """Darknet maxpool: total padding `size-1`, `(size-1)//2` on the left/top, the rest right/bottom.
 
     Cells outside the image never win the max. PyTorch's own padding is symmetric, so the
-    asymmetric case (size 2, stride 1 in yolov3-tiny) pads with -inf first. (A replicate pad gives
-    the same numbers, but its backward breaks `torch.compile` on channels_last tensors.)
+    asymmetric case (size 2, stride 1 in yolov3-tiny) first repeats the edge rows/columns, which for a
+    max is the same as padding with -inf (the edge cell is in every window that sees the pad). The
+    repeat is a concatenation, not `F.pad(mode="replicate")`: the latter's backward breaks
+    `torch.compile` on channels_last tensors, and a -inf pad would wreck int8 calibration ranges.
 
     The pad is skipped when no window reads it (size 2, stride 2 on even sizes). An export trace
     freezes that decision at the traced size; it is the same for every input that is a multiple
@@ -59,7 +72,7 @@ class DarknetMaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (bs, c, h, w) -> (bs, c, h', w')
         if not self.symmetric and self._pad_reaches_a_window(int(x.shape[-2]), int(x.shape[-1])):
-            x = F.pad(x, (self.left, self.right, self.left, self.right), value=float("-inf"))
+            x = _repeat_edges(x, self.left, self.right)
         return self.pool(x)
 
 
