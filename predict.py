@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
 from build_utils.errors import UserError
-from build_utils.parse_config import load_class_names
+from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import increment_path
 from build_utils.torch_utils import select_device
-from modules.loading import load_model
+from modules.loading import default_img_size, load_model
 from train_val_utils.detections_io import ResultWriter
 from train_val_utils.predict_sources import resolve_source
 from train_val_utils.predictor import PredictOptions, PredictStats, run_predict
@@ -31,16 +31,18 @@ logger = logging.getLogger("predict")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--weights", required=True, help="a .pt checkpoint, or Darknet .weights with --cfg")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
     parser.add_argument("--names", default=None,
-                        help="class-name file, one per line (default: the .pt's names, else class indices)")
+                        help="class names: a .names file (one per line), a .data or a dataset YAML (its "
+                             "names and category_ids); None = the .pt's names, else class indices")
     parser.add_argument("--source", required=True,
                         help="an image, a folder (searched recursively), a glob, a .txt list, a video "
                              "or a camera index such as 0")
-    parser.add_argument("--img-size", type=int, default=512, help="inference size in pixels (longest side)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="inference size in pixels (longest side); None = the .pt's training size, "
+                             "else 416")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="minimum score (objectness x class)")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
@@ -57,8 +59,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=False,
                         help="write predictions.json: COCO-style detections with file names")
     parser.add_argument("--nosave", action=argparse.BooleanOptionalAction, default=False,
-                        help="do not save annotated images or videos")
-    parser.add_argument("--line-thickness", type=int, default=None, help="box line width (default: by size)")
+                        help="do not save annotated images or videos (no run folder unless "
+                             "--save-txt/--save-json)")
+    parser.add_argument("--line-thickness", type=int, default=None,
+                        help="box line width (None = by image size)")
     parser.add_argument("--project", default="runs/predict", help="results go to project/name")
     parser.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... when it exists)")
     parser.add_argument("--exist-ok", action=argparse.BooleanOptionalAction, default=False,
@@ -69,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.img_size < 32:
+    if args.img_size is not None and args.img_size < 32:
         raise UserError(f"--img-size {args.img_size}: expected at least 32 (e.g. 416 or 512)")
     if args.batch_size < 1 or args.max_det < 1:
         raise UserError("--batch-size and --max-det must be at least 1")
@@ -77,22 +81,37 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--conf-thres and --iou-thres must lie in [0, 1]")
 
 
+def read_names(path: str) -> tuple[list[str], list[int] | None]:
+    """--names: a .names file, or a .data / dataset YAML (class names and its category_ids, if any)."""
+    if Path(path).suffix.lower() in (".data", ".yaml", ".yml"):
+        data = parse_data_cfg(path)
+        ids = data.get("category_ids")
+        return list(data["class_names"]), ids if isinstance(ids, list) else None
+    return load_class_names(path), None
+
+
 def prepare_model(args: argparse.Namespace, device: torch.device, half: bool):
-    """Fused model in eval mode (float16 when `half`, channels_last) and its class names or None."""
+    """Fused model in eval mode (float16 when `half`, channels_last), its class names or None, and the
+    COCO category id of each class (from --names' .data/YAML, else the .pt) or None."""
     model, names = load_model(args.weights, args.cfg, device, fuse=True)
+    category_ids = getattr(model, "category_ids", None)
     if args.names:
-        names = load_class_names(args.names)
+        names, given_ids = read_names(args.names)
+        category_ids = given_ids if given_ids is not None else category_ids
     if names is not None and len(names) != model.nc:
         raise UserError(f"{args.names or args.weights}: {len(names)} class names but the model has "
                         f"{model.nc} classes; pass the names file the model was trained with")
     if names is None:
         logger.info("no class names (Darknet weights without --names): labels show class indices; "
                     "pass --names data/coco.names for COCO weights")
+    if category_ids is not None and len(category_ids) != model.nc:
+        raise UserError(f"{args.names or args.weights}: {len(category_ids)} category_ids for "
+                        f"{model.nc} classes")
     model = model.half() if half else model
-    return model.to(memory_format=torch.channels_last), names
+    return model.to(memory_format=torch.channels_last), names, category_ids
 
 
-def log_summary(stats: PredictStats, img_size: int, save_dir: Path) -> None:
+def log_summary(stats: PredictStats, img_size: int, save_dir: Path | None) -> None:
     n = max(stats.images, 1)
     logger.info("Speed: %.1fms decode+letterbox, %.1fms forward, %.1fms NMS, %.1fms draw+write per image "
                 "at %d (decode and write overlap in their own threads); %d images in %.1fs (%.1f images/s)",
@@ -102,7 +121,8 @@ def log_summary(stats: PredictStats, img_size: int, save_dir: Path) -> None:
     if stats.skipped:
         skipped = ", ".join(str(p) for p, _ in stats.skipped)
         logger.warning("%d file(s) skipped: %s", len(stats.skipped), skipped)
-    logger.info("Results saved to %s", save_dir)
+    if save_dir is not None:
+        logger.info("Results saved to %s", save_dir)
 
 
 def main(args: argparse.Namespace) -> PredictStats:
@@ -113,16 +133,19 @@ def main(args: argparse.Namespace) -> PredictStats:
     if args.half and not half:
         logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
     spec = resolve_source(args.source)
-    model, names = prepare_model(args, device, half)
+    model, names, category_ids = prepare_model(args, device, half)
     stride = int(model.max_stride)
-    img_size = max(stride, -(-args.img_size // stride) * stride)
-    if img_size != args.img_size:
-        logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
-    save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok)
+    requested = default_img_size(args.img_size, model)
+    img_size = max(stride, -(-requested // stride) * stride)
+    if img_size != requested:
+        logger.warning("--img-size %d is not a multiple of %d; using %d", requested, stride, img_size)
+    saves = not args.nosave or args.save_txt or args.save_json
+    save_dir = increment_path(args.project, args.name, exist_ok=args.exist_ok) if saves else None
     opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
                           args.max_det, half, args.batch_size)
     writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
-                          save_json=args.save_json, line_thickness=args.line_thickness)
+                          save_json=args.save_json, line_thickness=args.line_thickness,
+                          category_ids=category_ids)
     stats = run_predict(model, names, spec, save_dir, opts, device, writer)
     log_summary(stats, img_size, save_dir)
     return stats

@@ -14,12 +14,12 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
+from build_utils.data_yaml import parse_category_ids
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import increment_path
@@ -29,13 +29,15 @@ logger = logging.getLogger("validation")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--weights", required=True, help="a .pt (carries cfg, names) or Darknet .weights")
     p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
-    p.add_argument("--data", required=True, help=".data file; its valid= images are scored")
-    p.add_argument("--img-size", type=int, default=416, help="inference size (pixels, multiple of 32)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--data", required=True,
+                   help=".data file or dataset YAML; its valid/val images are scored")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="inference size (pixels, multiple of 32); None = the .pt's training size, else 416")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward")
     p.add_argument("--conf-thres", type=float, default=0.001, help="drop detections scoring below this")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--rect", action=bool_flag, default=True, help="rectangular batches (less padding)")
@@ -51,24 +53,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_category_ids(value: Any, data_path: str) -> list[int] | None:
-    """`.data` `category_ids=`: a JSON file, a JSON list or comma-separated ids (class index -> COCO id)."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, str | Path) and Path(str(value)).is_file():
-            return [int(v) for v in json.loads(Path(str(value)).read_text())]
-        text = str(value).strip()
-        ids = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",") if v.strip()]
-        return [int(v) for v in (ids if isinstance(ids, list) else [ids])]
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{data_path}: category_ids={value!r} is not a list of integers ({err}); "
-                          "write it as a JSON list or comma-separated ids, one per class") from None
-
-
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import LoadImagesAndLabels, collate_fn
-    from modules.loading import load_model
+    from modules.loading import default_img_size, load_model
     from train_val_utils.engine import EvalOptions, evaluate
     from train_val_utils.reporting import record_map_text
 
@@ -90,7 +77,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if category_ids is not None and len(category_ids) != len(names):
         raise ConfigError(f"{args.data}: category_ids has {len(category_ids)} ids for {len(names)} classes")
 
-    dataset = LoadImagesAndLabels(data["valid"], args.img_size, args.batch_size, rect=args.rect,
+    img_size = default_img_size(args.img_size, model)
+    dataset = LoadImagesAndLabels(data["valid"], img_size, args.batch_size, rect=args.rect,
                                   nc=len(names), pad=0.5 if args.rect else 0.0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                                          num_workers=args.workers, collate_fn=collate_fn,

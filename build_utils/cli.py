@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -10,6 +11,10 @@ from typing import Any
 from build_utils.errors import UserError
 
 LOG_FORMAT = "%(message)s"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` of every entry script: the docstring as written, and each option's default."""
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -107,7 +107,7 @@ def image_line(frame: Frame, det: np.ndarray, names: Sequence[str] | None, ms: f
     return f"{where}: {w}x{h} {summary_text(det, names)}, {ms:.1f}ms"
 
 
-def run_predict(model: torch.nn.Module, names: Sequence[str] | None, spec: SourceSpec, save_dir: Path,
+def run_predict(model: torch.nn.Module, names: Sequence[str] | None, spec: SourceSpec, save_dir: Path | None,
                 opts: PredictOptions, device: torch.device, writer: ResultWriter) -> PredictStats:
     """Run the model over every frame of `spec`, log one line per frame, and hand results to `writer`."""
     stride = int(getattr(model, "max_stride", 32))

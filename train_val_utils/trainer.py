@@ -27,9 +27,9 @@ from build_utils.run_dir import increment_path
 from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import (
     build_checkpoint,
+    deployable_checkpoint,
     restore_training_state,
     save_checkpoint,
-    strip_checkpoint,
 )
 from modules.loading import load_model
 from modules.model import DarkNet
@@ -38,7 +38,7 @@ from train_val_utils.ema import ModelEMA
 from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
 from train_val_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
 from train_val_utils.loss import YoloLoss
-from train_val_utils.optim import build_optimizer, cosine_lr_lambda, warmup_iterations
+from train_val_utils.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
 from train_val_utils.plot_queue import PlotQueue
 from train_val_utils.run_config import RunConfig
 from train_val_utils.run_logger import RunLogger, write_args_yaml
@@ -53,6 +53,17 @@ NOT_EVALUATED = {"precision": math.nan, "recall": math.nan, "map50": math.nan, "
 def fitness(metrics: dict[str, float]) -> float:
     """The single number best.pt and --patience follow: 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95."""
     return 0.1 * float(metrics["map50"]) + 0.9 * float(metrics["map"])
+
+
+def class_mismatch_error(model: DarkNet, cfg: str, data: str, nc: int, single_cls: bool) -> ConfigError:
+    """cfg:line of the first [yolo] classes= and a make_cfg command that writes the matching cfg."""
+    yolo = next(m for m in model.module_defs if m["type"] == "yolo")
+    line = yolo.get("_key_lines", {}).get("classes", yolo.get("_line", 0))
+    out = Path(cfg).with_name(f"{Path(cfg).stem}-{nc}cls.cfg")
+    return ConfigError(f"{cfg}:{line}: the cfg has classes={model.nc} but {data} has {nc}"
+                       f"{' (--single-cls)' if single_cls else ''}; generate a matching cfg and train with it:"
+                       " "
+                       f"python data/scripts/make_cfg.py --base {cfg} --classes {nc} --out {out}")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -105,14 +116,14 @@ class Trainer:
         self.data = data
         self.nc = 1 if self.run.single_cls else int(data["classes"])
         self.names = ["object"] if self.run.single_cls else list(data["class_names"])
+        ids = data.get("category_ids")
+        self.category_ids = None if self.run.single_cls or not isinstance(ids, list) else ids
 
     def _build_model(self, fresh: bool) -> torch.nn.Module:
         run = self.run
         model = DarkNet(run.cfg)
         if model.nc != self.nc:
-            raise ConfigError(f"{run.cfg}:0: the cfg has classes={model.nc} but {run.data} has {self.nc}"
-                              f"{' (--single-cls)' if run.single_cls else ''}; generate a matching cfg: "
-                              f"python data/scripts/make_cfg.py --classes {self.nc}")
+            raise class_mismatch_error(model, run.cfg, run.data, self.nc, run.single_cls)
         if fresh:
             load_start_weights(model, run.weights)
         freeze_layers(model, run.freeze)
@@ -176,16 +187,17 @@ class Trainer:
             val_set = LoadImagesAndLabels(self.data["valid"], batch_size=self.batch * 2, augment=False,
                                           rect=True, **common)
             self.val_loader = self._loader(val_set, self.batch * 2, workers)
-        warmup_iters = warmup_iterations(len(self.train_loader), self.optim_hyp)
+        nb = len(self.train_loader)
+        warmup_iters = warmup_iterations(nb, self.optim_hyp, nb * run.epochs)
         self.schedule = StepSchedule(
             accumulate=self.accumulate, nbs=run.nbs, warmup_iters=warmup_iters, img_size=run.img_size,
             optim_hyp=self.optim_hyp,
             multi_scale=run.multi_scale, grid=self.max_stride, amp=self.amp, amp_dtype=self.amp_dtype,
             seed=run.seed, channels_last=run.channels_last)
-        logger.info("batch %d per rank x %d rank(s), accumulate %d (nominal batch %d), warm-up %d iterations,"
-                    " AMP %s, channels_last %s, compile %s", self.batch, world, self.accumulate, run.nbs,
-                    warmup_iters, f"on ({self.amp_dtype})" if self.amp else "off", run.channels_last,
-                    run.compile)
+        logger.info("batch %d per rank x %d rank(s), accumulate %d (nominal batch %d), AMP %s, "
+                    "channels_last %s, compile %s", self.batch, world, self.accumulate, run.nbs,
+                    f"on ({self.amp_dtype})" if self.amp else "off", run.channels_last, run.compile)
+        log_step_plan(nb, run.epochs, warmup_iters, self.accumulate)
 
     def _new_run_dir(self) -> Path:
         path = self.dist.on_main(increment_path, self.run.project, self.run.name, self.run.exist_ok)
@@ -260,10 +272,11 @@ class Trainer:
 
     def _save(self, epoch: int, fit: float, improved: bool) -> None:
         ckpt = build_checkpoint(self.model, self.ema, self.optimizer, self.scaler, self.scheduler, epoch,
-                                self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows)
+                                self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows,
+                                self.category_ids)
         save_checkpoint(ckpt, self.wdir / "last.pt")
         if improved and self.run.savebest:
-            save_checkpoint(strip_checkpoint(ckpt), self.wdir / "best.pt")  # no optimizer: deployable as is
+            save_checkpoint(deployable_checkpoint(ckpt), self.wdir / "best.pt")  # fp16 EMA only
         logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.run.epochs - 1,
                     self.wdir / "last.pt", fit, self.best_fitness)
 
