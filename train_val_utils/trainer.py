@@ -60,9 +60,9 @@ def class_mismatch_error(model: DarkNet, cfg: str, data: str, nc: int, single_cl
     yolo = next(m for m in model.module_defs if m["type"] == "yolo")
     line = yolo.get("_key_lines", {}).get("classes", yolo.get("_line", 0))
     out = Path(cfg).with_name(f"{Path(cfg).stem}-{nc}cls.cfg")
-    return ConfigError(f"{cfg}:{line}: the cfg has classes={model.nc} but {data} has {nc}"
-                       f"{' (--single-cls)' if single_cls else ''}; generate a matching cfg and train with it:"
-                       " "
+    flag = " (--single-cls)" if single_cls else ""
+    return ConfigError(f"{cfg}:{line}: the cfg has classes={model.nc} but {data} has {nc}{flag}; generate a "
+                       "matching cfg and train with it: "
                        f"python data/scripts/make_cfg.py --base {cfg} --classes {nc} --out {out}")
 
 

@@ -128,7 +128,7 @@ def voc_split_ids(voc_root: Path, splits: tuple[str, ...]) -> dict[str, list[str
             for i in all_ids:
                 out[splits[-1] if i in held else splits[0]].append(i)
         LOGGER.warning("%s: no ImageSets/Main; using all %d XMLs in Annotations/ (%s)", voc_root,
-                       len(all_ids),                        ", ".join(f"{s}: {len(v)}" for s, v in out.items()))
+                       len(all_ids), ", ".join(f"{s}: {len(v)}" for s, v in out.items()))
         return out
     ids = {}
     for split in splits:
