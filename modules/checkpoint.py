@@ -222,7 +222,7 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
     saved = dict(ckpt.get("options") or {})
     if not saved:
         raise UserError(f"{path}: not a training checkpoint (no options); use it with --weights to fine-tune")
-    if ckpt.get("optimizer") is None or ckpt.get("rng") is None:
+    if "optimizer" in ckpt and ckpt["optimizer"] is None:  # best.pt (stripped or deployable)
         raise UserError(f"{path}: holds deployable weights only (no optimizer state); resume from "
                         f"{path.parent / 'last.pt'}, or fine-tune from it with --weights")
     changed = [k for k, v in given.items() if k not in RESUME_CHANGEABLE and k not in ignore

@@ -67,7 +67,8 @@ def test_tiny_masks_partitioned_and_metrics_use_the_masked_anchors(tmp_path, cap
     assert partition_masks([32, 16, 8], 9) == [[6, 7, 8], [3, 4, 5], [0, 1, 2]]
     official = parse_model_cfg_text(TINY.read_text(), str(TINY))
     problems = mask_problems(official, str(TINY))
-    assert any("share anchor(s) [3]" in p for p in problems) and any("never use anchor(s) [0]" in p for p in problems)
+    assert any("share anchor(s) [3]" in p for p in problems)
+    assert any("never use anchor(s) [0]" in p for p in problems)
     DarkNet(TINY)  # the official 1,2,3 + 3,4,5 keeps loading
     rng = np.random.default_rng(0)
     wh = np.concatenate([rng.uniform(4, 12, (50, 2)), rng.uniform(100, 300, (50, 2))])  # tiny and huge boxes
@@ -285,7 +286,8 @@ def test_class_mismatch_error_cites_the_line_and_a_command_that_runs(tmp_path):
     from train_val_utils.trainer import class_mismatch_error
 
     err = class_mismatch_error(DarkNet(TINY), str(TINY), "my.data", 3, False)
-    line = next(i for i, t in enumerate(TINY.read_text().splitlines(), 1) if t.replace(" ", "") == "classes=80")
+    lines = TINY.read_text().splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if t.replace(" ", "") == "classes=80")
     assert f"{TINY}:{line}:" in str(err)
     cmd = str(err).split("train with it: ")[1]
     from data.scripts.make_cfg import get_args_parser, main

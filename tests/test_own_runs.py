@@ -38,7 +38,8 @@ def test_short_fine_tune_reaches_lr0(tmp_path):
          "--img-size", "64", "--seed", "1", "--workers", "1")
     cfg = tmp_path / "tiny5.cfg"
     _run("data/scripts/make_cfg.py", "--base", str(TINY), "--classes", "5", "--out", str(cfg))
-    out = _run("train.py", "--cfg", str(cfg), "--data", str(tmp_path / "s" / "shapes.data"), "--img-size", "64",
+    out = _run("train.py", "--cfg", str(cfg), "--data", str(tmp_path / "s" / "shapes.data"),
+               "--img-size", "64",
                "--batch-size", "8", "--epochs", "5", "--notest", "--device", "cpu", "--workers", "0",
                "--no-channels-last", "--project", str(tmp_path / "runs"), "--name", "ft")
     assert "warm-up 16 of 50 iterations" in out.stderr and "optimizer steps in all" in out.stderr
@@ -85,7 +86,8 @@ def test_coco128_layout_and_yaml_train_and_validate(tmp_path, coco128, kind):
     assert best.stat().st_size < 20e6 < (runs / "r" / "weights" / "last.pt").stat().st_size
     model, names = load_model(best)
     assert model.train_img_size == 64 and len(names) == 80
-    out = _run("validation.py", "--weights", str(best), "--data", str(data), "--device", "cpu", "--workers", "0",
+    out = _run("validation.py", "--weights", str(best), "--data", str(data), "--device", "cpu",
+               "--workers", "0",
                "--project", str(tmp_path / "val"), "--no-plots")
     assert "--img-size 64 (the model's training size)" in out.stderr
     assert (tmp_path / "val" / "exp" / "metrics.json").is_file()
