@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from build_utils.cli import check_img_size, run_cli, setup_logging
+from build_utils.cli import HelpFormatter, check_img_size, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import load_class_names
 from build_utils.run_dir import ensure_dir
@@ -33,16 +33,16 @@ TOLERANCE = 1e-4  # max |exported - PyTorch| in float32, boxes in units of the i
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description=__doc__)
     parser.add_argument("--weights", required=True, help="a .pt checkpoint, or Darknet .weights with --cfg")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
     parser.add_argument("--format", required=True, choices=sorted(SUFFIXES), help="what to write")
     parser.add_argument("--out", default=None,
-                        help="output file (default: --weights with the format's suffix)")
+                        help="output file; None = --weights with the format's suffix")
     parser.add_argument("--names", default=None,
-                        help="class names for --format pt (default: the .pt's, else data/coco.names when "
-                             "the model has 80 classes, else the class indices)")
+                        help="class names for --format pt; None = the .pt's, else data/coco.names when "
+                             "the model has 80 classes, else the class indices")
     parser.add_argument("--img-size", type=int, default=416, help="square input size of the exported graph")
     parser.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=False,
                         help="ONNX: variable batch, height and width (any multiple of 32); without it the "
@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="float16 ONNX/TorchScript (needs a CUDA --device)")
     parser.add_argument("--device", default="cpu", help="'cpu' or a GPU index such as '0'")
     parser.add_argument("--verify-image", default=None,
-                        help="photo for the numerical check against PyTorch (default: seeded noise)")
+                        help="photo for the numerical check against PyTorch; None = seeded noise")
     parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
                         help="debug logging")
     return parser

@@ -18,12 +18,20 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import check_fraction, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import (
+    HelpFormatter,
+    check_fraction,
+    check_img_size,
+    check_positive,
+    run_cli,
+    setup_logging,
+)
 from build_utils.errors import DatasetError, UserError
-from build_utils.parse_config import load_class_names
+from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.backends import Backend, load_backend
+from modules.loading import default_img_size
 from train_val_utils.detections_io import ResultWriter
 from train_val_utils.nms import NMS_MODES
 from train_val_utils.predict_sources import resolve_source
@@ -33,17 +41,19 @@ logger = logging.getLogger("predict")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--weights", required=True,
                         help="a .pt, Darknet .weights with --cfg, or an exported .onnx/.torchscript")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
     parser.add_argument("--names", default=None,
-                        help="class-name file, one per line (default: the .pt's names, else class indices)")
+                        help="class names: a .names file (one per line), a .data or a dataset YAML (its "
+                             "names and category_ids); None = the .pt's names, else class indices")
     parser.add_argument("--source", required=True,
                         help="an image, a folder (searched recursively), a glob, a .txt list, a video, "
                              "a camera index such as 0, or a URL (rtsp://, rtmp://, http(s)://)")
-    parser.add_argument("--img-size", type=int, default=512, help="inference size in pixels (longest side)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="inference size in pixels (longest side); None = the model's training size "
+                             "(a .pt or an export records it), else 416")
     parser.add_argument("--conf-thres", type=float, default=0.25, help="minimum score (objectness x class)")
     parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
@@ -65,8 +75,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-json", action=argparse.BooleanOptionalAction, default=False,
                         help="write predictions.json: COCO-style detections with file names")
     parser.add_argument("--nosave", action=argparse.BooleanOptionalAction, default=False,
-                        help="do not save annotated images or videos")
-    parser.add_argument("--line-thickness", type=int, default=None, help="box line width (default: by size)")
+                        help="do not save annotated images or videos (no run folder unless "
+                             "--save-txt/--save-json)")
+    parser.add_argument("--line-thickness", type=int, default=None,
+                        help="box line width (None = by image size)")
     parser.add_argument("--project", default="runs/predict", help="results go to project/name")
     parser.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... when it exists)")
     parser.add_argument("--exist-ok", action=argparse.BooleanOptionalAction, default=False,
@@ -78,7 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Option values refused before any work (sizes not a multiple of the stride are rounded up later)."""
-    check_img_size(args.img_size, multiple=None)
+    if args.img_size is not None:
+        check_img_size(args.img_size, multiple=None)
     for flag in ("batch_size", "max_det"):
         check_positive(getattr(args, flag), flag)
     for flag in ("conf_thres", "iou_thres"):
@@ -87,36 +100,55 @@ def check_args(args: argparse.Namespace) -> None:
         check_positive(args.line_thickness, "line_thickness")
 
 
+def read_names(path: str) -> tuple[list[str], list[int] | None]:
+    """--names: a .names file, or a .data / dataset YAML (class names and its category_ids, if any)."""
+    if Path(path).suffix.lower() in (".data", ".yaml", ".yml"):
+        data = parse_data_cfg(path)
+        ids = data.get("category_ids")
+        return list(data["class_names"]), ids if isinstance(ids, list) else None
+    return load_class_names(path), None
+
+
 def prepare_backend(args: argparse.Namespace, device: torch.device,
-                    half: bool) -> tuple[Backend, list | None]:
+                    half: bool) -> tuple[Backend, list | None, list[int] | None]:
     """The backend for --weights (a .pt/.weights model fused, float16 when `half`, channels_last; an
-    exported .onnx/.torchscript as it is) and its class names or None."""
+    exported .onnx/.torchscript as it is), its class names or None, and the COCO category id of each
+    class (from --names' .data/YAML, else the .pt) or None."""
     backend = load_backend(args.weights, args.cfg, device, half=half, fuse=True, channels_last=True)
-    names = load_class_names(args.names) if args.names else backend.names
+    names, category_ids = backend.names, backend.category_ids
+    if args.names:
+        names, given_ids = read_names(args.names)
+        category_ids = given_ids if given_ids is not None else category_ids
     if names is not None and len(names) != backend.nc:
         raise UserError(f"{args.names or args.weights}: {len(names)} class names but the model has "
                         f"{backend.nc} classes; pass the names file the model was trained with")
     if names is None:
         logger.info("no class names (Darknet weights without --names): labels show class indices; "
                     "pass --names data/coco.names for COCO weights")
-    return backend, names
+    if category_ids is not None and len(category_ids) != backend.nc:
+        raise UserError(f"{args.names or args.weights}: {len(category_ids)} category_ids for "
+                        f"{backend.nc} classes")
+    return backend, names, category_ids
 
 
 def inference_size(args: argparse.Namespace, backend: Backend) -> tuple[int, tuple[int, int] | None]:
-    """(--img-size rounded up to the stride, the fixed (H, W) of a static export or None)."""
-    stride = backend.stride
-    img_size = max(stride, -(-args.img_size // stride) * stride)
+    """(--img-size or the training size, rounded up to the stride; a static export's (H, W) or None)."""
     if backend.fixed_hw is not None:
         h, w = backend.fixed_hw
-        logger.warning("%s has a fixed input size: letterboxing every image to %dx%d (--img-size %d ignored; "
-                       "export with --dynamic for any size)", Path(args.weights).name, w, h, args.img_size)
+        if args.img_size is not None:
+            logger.warning("%s has a fixed input size: letterboxing every image to %dx%d (--img-size %d "
+                           "ignored; export with --dynamic for any size)", Path(args.weights).name, w, h,
+                           args.img_size)
         return max(h, w), backend.fixed_hw
-    if img_size != args.img_size:
-        logger.warning("--img-size %d is not a multiple of %d; using %d", args.img_size, stride, img_size)
+    stride = backend.stride
+    requested = default_img_size(args.img_size, backend.img_size)
+    img_size = max(stride, -(-requested // stride) * stride)
+    if img_size != requested:
+        logger.warning("--img-size %d is not a multiple of %d; using %d", requested, stride, img_size)
     return img_size, None
 
 
-def log_summary(stats: PredictStats, img_size: int, save_dir: Path) -> None:
+def log_summary(stats: PredictStats, img_size: int, save_dir: Path | None) -> None:
     n = max(stats.images, 1)
     logger.info("Speed: %.1fms decode+letterbox, %.1fms forward, %.1fms NMS, %.1fms draw+write per image "
                 "at %d (decode and write overlap in their own threads); %d images in %.1fs (%.1f images/s)",
@@ -126,7 +158,8 @@ def log_summary(stats: PredictStats, img_size: int, save_dir: Path) -> None:
     if stats.skipped:
         skipped = ", ".join(str(p) for p, _ in stats.skipped)
         logger.warning("%d file(s) skipped: %s", len(stats.skipped), skipped)
-    logger.info("Results saved to %s", save_dir)
+    if save_dir is not None:
+        logger.info("Results saved to %s", save_dir)
 
 
 def main(args: argparse.Namespace) -> PredictStats:
@@ -137,16 +170,18 @@ def main(args: argparse.Namespace) -> PredictStats:
     if args.half and not half:
         logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
     spec = resolve_source(args.source)
-    model, names = prepare_backend(args, device, half)
+    model, names, category_ids = prepare_backend(args, device, half)
     img_size, fixed_hw = inference_size(args, model)
     if fixed_hw is not None and args.augment:
         raise UserError(f"{args.weights}: a fixed-size export cannot run --augment (it changes the input "
                         "size); export with --dynamic, or use the .pt")
-    save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)
+    saves = not args.nosave or args.save_txt or args.save_json
+    save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok) if saves else None
     opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
                           args.max_det, half, args.batch_size, args.augment, args.nms, fixed_hw)
     writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
-                          save_json=args.save_json, line_thickness=args.line_thickness)
+                          save_json=args.save_json, line_thickness=args.line_thickness,
+                          category_ids=category_ids)
     stats = run_predict(model, names, spec, save_dir, opts, device, writer)
     log_summary(stats, img_size, save_dir)
     if stats.images == 0:

@@ -1,7 +1,7 @@
 """Train a Darknet-cfg YOLOv3 model (yolov3-spp by default) on a `.data` dataset.
 
     python train.py --cfg cfg/yolov3-spp.cfg --data data/shapes/shapes.data --weights '' --epochs 30
-    python train.py --resume                       # continue the newest runs/train/*/weights/last.pt
+    python train.py --resume                       # continue the newest unfinished run under runs/train
     torchrun --nproc_per_node 2 train.py ...       # several GPUs (or CPU processes with gloo)
 
 The loop itself lives in train_val_utils (train_one_epoch, evaluate); this script wires the
@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from build_utils.cli import check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import UserError
+from modules.checkpoint import resume_command
 from train_val_utils.distributed_utils import cleanup_distributed, init_distributed
 from train_val_utils.run_config import resolve_run_config
 from train_val_utils.trainer import Trainer
@@ -29,13 +30,13 @@ logger = logging.getLogger("train")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.")
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--cfg", default="cfg/yolov3-spp.cfg",
                    help="Darknet model cfg (classes must match --data)")
     p.add_argument("--data", default="data/shapes/shapes.data",
-                   help=".data file (classes, train, valid, names)")
+                   help=".data file (classes, train, valid, names) or dataset YAML (path, train, val, names)")
     p.add_argument("--hyp", default="cfg/hyp.yaml", help="hyperparameter file, validated at load")
     p.add_argument("--weights", default="", help="starting weights: '' (from scratch), Darknet .weights "
                    "(darknet53.conv.74-style backbone files recognised by size) or our .pt")
@@ -55,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="'' (first GPU, else CPU), cpu, 0, or 0,1")
     p.add_argument("--workers", type=int, default=4, help="data-loader worker processes per rank")
     p.add_argument("--amp", action=bool_flag, default=None,
-                   help="mixed precision (default: on for CUDA, off on CPU)")
+                   help="mixed precision; None = on for CUDA, off on CPU")
     p.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default="float16",
                    help="autocast dtype; CPU autocast always uses bfloat16")
     p.add_argument("--channels-last", action=bool_flag, default=True,
@@ -65,7 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="torch.compile the training forward (needs a C++ compiler on CPU; first steps slow)")
     p.add_argument("--ema", action=bool_flag, default=True, help="keep an EMA of the weights for evaluation")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
-                   help="continue a run: newest runs/train/*/weights/last.pt, or PATH")
+                   help="continue a run: bare --resume = the newest unfinished --project/*/weights/last.pt, "
+                        "or PATH")
     p.add_argument("--notest", action=bool_flag, default=False, help="evaluate only after the last epoch")
     p.add_argument("--savebest", action=bool_flag, default=True,
                    help="keep weights/best.pt (highest fitness)")
@@ -121,7 +123,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         run, ckpt, ckpt_path = resolve_run_config(args, defaults)
         trainer = Trainer(run, dist_info, ckpt, ckpt_path)
         start = time.time()
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except KeyboardInterrupt:
+            if dist_info.is_main:
+                logger.warning("interrupted: %s", resume_command(trainer.wdir / "last.pt"))
+            raise
         if dist_info.is_main:
             logger.info("%d epochs in %.1f min; results in %s", trainer.epochs_run,
                         (time.time() - start) / 60, trainer.save_dir)

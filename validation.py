@@ -24,7 +24,15 @@ from typing import Any
 
 import torch
 
-from build_utils.cli import check_fraction, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import (
+    HelpFormatter,
+    check_fraction,
+    check_img_size,
+    check_positive,
+    run_cli,
+    setup_logging,
+)
+from build_utils.data_yaml import parse_category_ids
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
@@ -36,15 +44,17 @@ logger = logging.getLogger("validation")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--weights", required=True,
                    help="a .pt (carries cfg, names), Darknet .weights (with --cfg), or an exported .onnx / "
                         ".torchscript (carry their own model)")
     p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
-    p.add_argument("--data", required=True, help=".data file; its valid= images are scored")
-    p.add_argument("--img-size", type=int, default=416, help="inference size (pixels, multiple of 32)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--data", required=True,
+                   help=".data file or dataset YAML; its valid/val images are scored")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="inference size (pixels, multiple of 32); None = the .pt's training size, else 416")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward")
     p.add_argument("--conf-thres", type=float, default=0.001, help="drop detections scoring below this")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--task", choices=("val", "study", "speed"), default="val",
@@ -69,24 +79,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_category_ids(value: Any, data_path: str) -> list[int] | None:
-    """`.data` `category_ids=`: a JSON file, a JSON list or comma-separated ids (class index -> COCO id)."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, str | Path) and Path(str(value)).is_file():
-            return [int(v) for v in json.loads(Path(str(value)).read_text())]
-        text = str(value).strip()
-        ids = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",") if v.strip()]
-        return [int(v) for v in (ids if isinstance(ids, list) else [ids])]
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{data_path}: category_ids={value!r} is not a list of integers ({err}); "
-                          "write it as a JSON list or comma-separated ids, one per class") from None
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Option values refused before any work: they would crash later or score a silent mAP of 0."""
-    check_img_size(args.img_size)
+    if args.img_size is not None:
+        check_img_size(args.img_size)
     check_positive(args.batch_size, "batch_size")
     check_positive(args.workers, "workers", minimum=0)
     for flag in ("conf_thres", "iou_thres"):
@@ -96,6 +92,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import validation_loader
     from modules.backends import load_backend
+    from modules.loading import default_img_size
     from train_val_utils.engine import EvalOptions, evaluate
     from train_val_utils.reporting import record_map_text
 
@@ -109,12 +106,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if model.nc != len(names):
         raise ConfigError(f"{args.data}: {len(names)} classes, but the model ({args.weights}) predicts "
                           f"{model.nc}; pass the .data the model was trained with")
-    img_size, rect = args.img_size, args.rect
+    img_size, rect = default_img_size(args.img_size, model.img_size), args.rect
     if model.fixed_hw is not None:
         img_size, rect = max(model.fixed_hw), False
         logger.warning("%s has a fixed input size: letterboxing every image to %dx%d without rect batches "
-                       "(--img-size %d ignored; export with --dynamic for any size)", Path(args.weights).name,
-                       model.fixed_hw[1], model.fixed_hw[0], args.img_size)
+                       "(export with --dynamic for any size)", Path(args.weights).name, model.fixed_hw[1],
+                       model.fixed_hw[0])
     category_ids = parse_category_ids(data.get("category_ids"), args.data)
     coco_json = data.get("valid_json")
     if coco_json is not None and category_ids is None:

@@ -6,6 +6,7 @@ least 1); each raises `UserError` naming the flag, its value and an accepted val
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -15,6 +16,10 @@ from build_utils.atomic import disk_full_cause
 from build_utils.errors import DiskFullError, UserError
 
 LOG_FORMAT = "%(message)s"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` of every entry script: the docstring as written, and each option's default."""
 
 
 def setup_logging(verbose: bool = False) -> None:

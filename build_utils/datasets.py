@@ -23,8 +23,8 @@ from torch.utils.data import Dataset
 
 from build_utils.augment import augment_hsv, flip_lr, flip_ud, letterbox, random_affine
 from build_utils.errors import DatasetError
-from build_utils.image_io import read_image_resized
-from build_utils.img_list import img2label_path, list_image_files
+from build_utils.image_io import is_image_file, read_image_resized
+from build_utils.img_list import img2label_path, label2img_dir, list_image_files
 from build_utils.labels import report, verify_all
 from build_utils.mosaic import load_mosaic
 from train_val_utils.geometry import xywhn2xyxy, xyxy2xywhn
@@ -110,12 +110,23 @@ class LoadImagesAndLabels(Dataset):
 
     @staticmethod
     def _report_orphans(label_files: list[str]) -> None:
-        """Label files in the label folders that no image points to: usually a renamed image."""
+        """Label files whose image is missing on disk (usually a renamed or deleted image), summarised.
+
+        A label whose image exists but is not in this split (a Darknet train/val list over one
+        folder) is fine and not reported.
+        """
         wanted = set(label_files)
-        orphans = sorted(str(p) for d in {os.path.dirname(f) for f in label_files} if os.path.isdir(d)
-                         for p in Path(d).glob("*.txt") if str(p) not in wanted)
+        orphans = []
+        for d in sorted({os.path.dirname(f) for f in label_files}):
+            if not os.path.isdir(d):
+                continue
+            stems = {p.stem for p in Path(label2img_dir(d)).glob("*") if is_image_file(p)}
+            orphans += sorted(str(p) for p in Path(d).glob("*.txt")
+                              if str(p) not in wanted and p.stem not in stems)
         if orphans:
-            LOGGER.warning("%d label files without an image: %s", len(orphans), ", ".join(orphans))
+            more = f", ... ({len(orphans) - 3} more)" if len(orphans) > 3 else ""
+            LOGGER.warning("%d label files without an image on disk: %s%s", len(orphans),
+                           ", ".join(orphans[:3]), more)
         return None
 
     def _make_rect(self, batch_size: int, pad: float) -> None:

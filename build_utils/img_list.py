@@ -67,3 +67,10 @@ def img2label_path(img_path: str) -> str:
     head, found, tail = img_path.rpartition(marker)
     base = f"{head}{sep}labels{sep}{tail}" if found else img_path
     return os.path.splitext(base)[0] + ".txt"
+
+
+def label2img_dir(label_dir: str) -> str:
+    """The image folder of a label folder (the inverse of `img2label_path`'s folder rule)."""
+    sep = os.sep
+    head, found, tail = (label_dir + sep).rpartition(f"{sep}labels{sep}")
+    return (f"{head}{sep}images{sep}{tail}" if found else label_dir + sep).rstrip(sep)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from build_utils.data_yaml import is_data_yaml, parse_category_ids, parse_data_yaml
 from build_utils.errors import ConfigError
 from build_utils.text_io import read_utf8
 
@@ -360,11 +361,14 @@ def _resolve_data_path(value: str, key: str, data_path: Path, lineno: int, requi
 
 
 def parse_data_cfg(path: str | Path) -> dict[str, Any]:
-    """Parse a Darknet `.data` file; referenced files resolved, `class_names` loaded and counted.
+    """Parse a Darknet `.data` file (or a dataset YAML: `data_yaml.parse_data_yaml`); referenced files
+    resolved, `class_names` loaded and counted, `category_ids` read into a list of ints.
 
     `train`/`valid`/`names` must exist; other keys naming an existing file or folder are resolved,
     the rest are kept as typed values (ints/floats where numeric, else strings).
     """
+    if is_data_yaml(path):
+        return parse_data_yaml(path)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}:0: .data file not found; pass e.g. data/coco128.data")
@@ -409,4 +413,6 @@ def parse_data_cfg(path: str | Path) -> dict[str, Any]:
             f"make them agree (and regenerate the cfg with data/scripts/make_cfg.py --classes {len(names)})"
         )
     out["class_names"] = names
+    if "category_ids" in out:
+        out["category_ids"] = parse_category_ids(out["category_ids"], f"{path}:{lines['category_ids']}")
     return out

@@ -78,6 +78,7 @@ class Backend:
 
     kind = "?"
     training = False
+    category_ids: list[int] | None = None  # COCO id of each class, when the weights record them
 
     def __init__(self, path: Path, info: ModelInfo, device: torch.device, fp16: bool = False,
                  fixed_hw: tuple[int, int] | None = None) -> None:
@@ -124,6 +125,7 @@ class TorchBackend(Backend):
                  half: bool = False, channels_last: bool = False, img_size: int | None = None) -> None:
         strides = [m.stride for m in model.yolo_modules()]
         super().__init__(path, ModelInfo(names, model.nc, strides, img_size, model.cfg_name), device, half)
+        self.category_ids = getattr(model, "category_ids", None)
         self.model = model.half() if half else model
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
@@ -223,11 +225,12 @@ class OnnxBackend(Backend):
 
 def training_img_size(path: Path) -> int | None:
     """The image size a `.pt` was trained at (its stored options), None for other files."""
-    if path.suffix != ".pt":
+    if Path(path).suffix != ".pt":
         return None
     from modules.checkpoint import load_checkpoint
 
-    size = (load_checkpoint(path).get("options") or {}).get("img_size")
+    ckpt = load_checkpoint(path)
+    size = ckpt.get("img_size") or (ckpt.get("options") or {}).get("img_size")
     return int(size) if isinstance(size, int | float) else None
 
 
@@ -241,7 +244,8 @@ def load_backend(weights: str | Path, cfg: str | Path | None = None, device: str
     path, device = Path(weights), torch.device(device)
     if path.suffix not in GRAPH_SUFFIXES:
         model, names = load_model(path, cfg, device, fuse=fuse)
-        return TorchBackend(model, path, names, device, half, channels_last, training_img_size(path))
+        trained = getattr(model, "train_img_size", None)  # load_model read it from the .pt
+        return TorchBackend(model, path, names, device, half, channels_last, trained)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if cfg is not None:

@@ -215,11 +215,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def build_checkpoint(model: nn.Module, ema: Any, optimizer: Any, scaler: Any, scheduler: Any, epoch: int,
                      best_fitness: float, hyp: dict[str, Any], options: dict[str, Any],
                      class_names: list[str], results: list[dict[str, Any]],
-                     early_stopped: bool = False) -> dict[str, Any]:
+                     early_stopped: bool = False, category_ids: list[int] | None = None) -> dict[str, Any]:
     """The dict saved as last.pt / best.pt (see the table in docs/architecture.md).
 
     `finished` is False here; the trainer re-saves last.pt with `mark_finished` once the final
     evaluation and plots are done, so `--resume` can tell a run killed during finalisation.
+    `img_size` and `strides` travel at the top level so inference defaults to the training size.
     """
     net = unwrap_model(model)
     return {
@@ -240,6 +241,9 @@ def build_checkpoint(model: nn.Module, ema: Any, optimizer: Any, scaler: Any, sc
         "results": [dict(r) for r in results],
         "early_stopped": bool(early_stopped),
         "finished": False,
+        "img_size": options.get("img_size"),
+        "strides": [int(m.stride) for m in net.yolo_modules()] if hasattr(net, "yolo_modules") else [],
+        "category_ids": list(category_ids) if category_ids is not None else None,
     }
 
 
@@ -255,9 +259,14 @@ def epochs_done(ckpt: Mapping[str, Any], epochs: int) -> bool:
     return int(ckpt["epoch"]) + 1 >= epochs or stopped
 
 
-def strip_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """best.pt for deployment: no optimizer/scaler/scheduler state (about 2/3 smaller)."""
-    return {**ckpt, "optimizer": None, "scaler": None, "scheduler": None}
+def deployable_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """best.pt as deployed: one set of weights (the EMA, else the model) in float16, no optimizer,
+    scaler, scheduler, EMA copy or RNG state (yolov3-tiny: ~17 MB instead of ~71 MB), as the classic
+    tools ship it. Readers cast to their own dtype on load; resume needs last.pt."""
+    state = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt["model"]
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return {**ckpt, "model": half, "ema": None, "ema_updates": 0, "optimizer": None, "scaler": None,
+            "scheduler": None, "rng": None}
 
 
 def restore_training_state(ckpt: dict[str, Any], model: nn.Module, ema: Any, optimizer: Any, scaler: Any,
@@ -282,13 +291,41 @@ def restore_training_state(ckpt: dict[str, Any], model: nn.Module, ema: Any, opt
 RESUME_CHANGEABLE = ("device", "workers", "batch_size", "epochs", "resume", "verbose")
 
 
+def is_unfinished(path: Path) -> bool:
+    """True when the run of the last.pt at `path` can be resumed: epochs left, or its finalisation
+    (final evaluation, plots) never completed. Read memory-mapped: no full load."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
+        return False
+    if not isinstance(ckpt, dict) or (ckpt.get("options") or {}).get("epochs") is None:
+        return False
+    if "finished" in ckpt:  # written by this version: False until finalize() completed
+        return not ckpt["finished"]
+    return not epochs_done(ckpt, int(ckpt["options"]["epochs"]))  # older files: epochs left
+
+
 def find_last_checkpoint(project: str | Path) -> Path:
-    """The most recently written last.pt under `project` (runs/train)."""
-    found = sorted(Path(project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+    """The newest last.pt under `project` (runs/train) whose run is unfinished; logs which one."""
+    found = sorted(Path(project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
     if not found:
         raise UserError(f"--resume: no */weights/last.pt under {project}; pass the checkpoint path, "
                         "e.g. --resume runs/train/exp/weights/last.pt")
-    return found[-1]
+    for path in found:
+        if is_unfinished(path):
+            logger.info("--resume: newest unfinished run under %s is %s", project, path)
+            return path
+    raise UserError(f"--resume: every run under {project} has finished its epochs (newest: {found[0]}); "
+                    f"continue one with --resume {found[0]} --epochs N (more epochs), or fine-tune from it "
+                    "with --weights")
+
+
+def resume_command(last: Path) -> str:
+    """What the `interrupted` line prints: the exact command that continues this run."""
+    if last.is_file():
+        return f"resume with: python train.py --resume {last}"
+    return (f"no epoch finished yet ({last} not written), so there is nothing to resume; run the same "
+            "train.py command again")
 
 
 def _is_default(key: str, value: Any, defaults: dict[str, Any]) -> bool:
@@ -307,6 +344,9 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
     saved = dict(ckpt.get("options") or {})
     if not saved:
         raise UserError(f"{path}: not a training checkpoint (no options); use it with --weights to fine-tune")
+    if "optimizer" in ckpt and ckpt["optimizer"] is None:  # best.pt (stripped or deployable)
+        raise UserError(f"{path}: holds deployable weights only (no optimizer state); resume from "
+                        f"{path.parent / 'last.pt'}, or fine-tune from it with --weights")
     changed = [k for k, v in given.items() if k not in RESUME_CHANGEABLE and k not in ignore
                and not _is_default(k, v, defaults) and k in saved and saved[k] != v]
     if changed:

@@ -42,6 +42,8 @@ def _from_checkpoint(path: Path, cfg: str | Path | None) -> tuple[DarkNet, list[
         raise WeightsError(
             f"{path}: the checkpoint carries no cfg_text; pass --cfg with the cfg it was trained with"
         )
+    model.train_img_size = ckpt.get("img_size") or (ckpt.get("options") or {}).get("img_size")
+    model.category_ids = ckpt.get("category_ids")
     return model, ckpt.get("class_names")
 
 
@@ -69,3 +71,15 @@ def load_model(weights: str | Path, cfg: str | Path | None = None, device: str |
     if fuse:
         model.fuse()
     return model.to(device).eval(), names
+
+
+DEFAULT_IMG_SIZE = 416
+
+
+def default_img_size(requested: int | None, trained: int | None) -> int:
+    """`--img-size` when given, else the size the model was trained at (`trained`), else 416 (logged)."""
+    if requested is not None:
+        return requested
+    size = int(trained) if trained else DEFAULT_IMG_SIZE
+    logger.info("--img-size %d (%s)", size, "the model's training size" if trained else "default")
+    return size

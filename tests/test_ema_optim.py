@@ -93,9 +93,10 @@ def test_cosine_lambda_values():
 
 
 def test_warmup_iterations():
-    assert warmup_iterations(100, HYP) == 500
+    assert warmup_iterations(100, HYP) == 300
     assert warmup_iterations(1000, HYP) == 3000
-    assert warmup_iterations(333, {**HYP, "warmup_epochs": 1.5}) == 500
+    assert warmup_iterations(20, {**HYP, "warmup_epochs": 1.5}) == 100  # the floor
+    assert warmup_iterations(100, HYP, 600) == 200  # at most a third of the run
     assert warmup_iterations(1000, {**HYP, "warmup_epochs": 0.0}) == 0
 
 

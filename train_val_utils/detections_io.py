@@ -43,11 +43,16 @@ def yolo_lines_from_xyxy(det: np.ndarray, shape_hw: tuple[int, int]) -> list[str
 
 
 def coco_records_from_xyxy(det: np.ndarray, file_name: str, image_id: int | str,
-                           names: Sequence[str] | None, frame: int = 0) -> list[dict[str, Any]]:
-    """COCO-style detection dicts (`bbox` = top-left x, y, width, height in pixels) plus the file name."""
+                           names: Sequence[str] | None, frame: int = 0,
+                           category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """COCO-style detection dicts (`bbox` = top-left x, y, width, height in pixels) plus the file name.
+
+    `category_id` is `category_ids[class]` when given (the dataset's COCO ids), else the class index.
+    """
     out = []
     for x1, y1, x2, y2, score, cls in det.tolist():
-        rec = {"image_id": image_id, "file_name": file_name, "category_id": int(cls),
+        cat = int(category_ids[int(cls)]) if category_ids is not None else int(cls)
+        rec = {"image_id": image_id, "file_name": file_name, "category_id": cat,
                "category_name": class_name(names, int(cls)),
                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                "score": round(score, 5)}
@@ -87,10 +92,13 @@ class ResultWriter:
     in original pixels); `close()` drains the queue, finishes the videos and writes the JSON.
     """
 
-    def __init__(self, save_dir: Path, names: Sequence[str] | None, save_img: bool = True,
+    def __init__(self, save_dir: Path | None, names: Sequence[str] | None, save_img: bool = True,
                  save_txt: bool = False, save_json: bool = False, line_thickness: int | None = None,
-                 maxsize: int = 16) -> None:
-        self.save_dir, self.names = Path(save_dir), names
+                 maxsize: int = 16, category_ids: Sequence[int] | None = None) -> None:
+        if save_dir is None and (save_img or save_txt or save_json):
+            raise ValueError("ResultWriter: saving needs a save_dir")
+        self.save_dir, self.names = Path(save_dir or "."), names
+        self.category_ids = category_ids
         self.save_img, self.save_txt, self.save_json = save_img, save_txt, save_json
         self.thickness = line_thickness
         self.records: list[dict[str, Any]] = []
@@ -136,7 +144,7 @@ class ResultWriter:
             txt.write_text("".join(line + "\n" for line in lines))
         if self.save_json:
             self.records += coco_records_from_xyxy(det, frame.rel.as_posix(), self._image_id(frame),
-                                                   self.names, frame.frame if video else 0)
+                                                   self.names, frame.frame if video else 0, self.category_ids)
         if not self.save_img:
             return
         img = annotate_xyxy(cv2.cvtColor(frame.img, cv2.COLOR_RGB2BGR), det, self.names, self.thickness)

@@ -45,7 +45,7 @@ from train_val_utils.geometry import scale_coords
 from train_val_utils.hyp import OptimizerHyp
 from train_val_utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from train_val_utils.nms import NMS_MODES, non_max_suppression
-from train_val_utils.optim import apply_warmup
+from train_val_utils.optim import apply_warmup, warmup_accumulate
 from train_val_utils.reporting import LOSS_KEYS, epoch_bar_text, epoch_header, results_table, speed_line
 from train_val_utils.tta import tta_forward
 
@@ -171,6 +171,7 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
                bar_format="{l_bar}{bar:10}{r_bar}")
     optimizer.zero_grad(set_to_none=True)
     imgs = torch.zeros(0, 3, size, size)
+    last_step = -1  # batch index of this epoch's last optimizer step
     for i, (imgs, targets, paths, _) in bar:
         ni = i + nb * epoch  # batches since the run started
         imgs = imgs.to(device, non_blocking=True).float() / 255.0  # (bs, 3, H, W) in [0, 1]
@@ -189,7 +190,8 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
         # the loss is a per-batch mean; bs/nbs makes one accumulated step see the mean gradient of ~nbs
         # images; DDP averages gradients over ranks, so each rank counts its images times world_size
         scaler.scale(loss * (imgs.shape[0] * dist_info.world_size / schedule.nbs)).backward()
-        if (i + 1) % schedule.accumulate == 0 or i + 1 == nb:
+        if i - last_step >= warmup_accumulate(ni, schedule.warmup_iters, schedule.accumulate) or i + 1 == nb:
+            last_step = i
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

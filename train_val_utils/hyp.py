@@ -54,7 +54,7 @@ class OptimizerHyp:
     lrf: float = 0.01  # final LR = lr0 * lrf (cosine)
     momentum: float = 0.937  # SGD momentum / Adam beta1
     weight_decay: float = 0.0005  # conv/linear weights only
-    warmup_epochs: float = 3.0  # warm-up length, at least 500 iterations
+    warmup_epochs: float = 3.0  # warm-up length: max(epochs worth, 100) iterations, <= 1/3 of the run
     warmup_momentum: float = 0.8  # momentum at the start of warm-up
     warmup_bias_lr: float = 0.1  # bias LR at the start of warm-up
 

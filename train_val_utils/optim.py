@@ -81,12 +81,61 @@ def cosine_lr_lambda(epochs: int, lrf: float) -> Callable[[int], float]:
     return factor
 
 
-def warmup_iterations(n_batches_per_epoch: int, hyp: Mapping[str, Any] | OptimizerHyp) -> int:
-    """Warm-up length in iterations: max(round(warmup_epochs * nb), 500) (0 when warmup_epochs is 0)."""
+WARMUP_MIN_ITERATIONS = 100  # a warm-up shorter than this barely moves momentum and bias LR
+WARMUP_MAX_SHARE = 1 / 3  # warm-up never takes more than this share of a run's iterations
+
+
+def warmup_iterations(n_batches_per_epoch: int, hyp: Mapping[str, Any] | OptimizerHyp,
+                      total_iterations: int | None = None) -> int:
+    """Warm-up length in iterations (batches): max(round(warmup_epochs * nb), 100), never more than a
+    third of the run's `total_iterations` (0 when warmup_epochs is 0).
+
+    The cap is what lets a short fine-tune (80 images, 5 epochs) leave warm-up and train at lr0;
+    without it the 100-iteration floor would cover the whole run.
+    """
     warmup_epochs = optimizer_hyp(hyp).warmup_epochs
     if warmup_epochs <= 0:
         return 0
-    return max(round(warmup_epochs * n_batches_per_epoch), 500)
+    n = max(round(warmup_epochs * n_batches_per_epoch), WARMUP_MIN_ITERATIONS)
+    if total_iterations is not None:
+        n = min(n, max(int(total_iterations * WARMUP_MAX_SHARE), 1))
+    return n
+
+
+def warmup_accumulate(ni: int, n_warmup: int, accumulate: int) -> int:
+    """Batches per optimizer step at iteration `ni`: ramps 1 -> `accumulate` over warm-up (as the
+    classic code did), so the first steps come early instead of every `accumulate` batches."""
+    if ni >= n_warmup:
+        return accumulate
+    return max(1, round(_interp(ni, n_warmup, 1.0, float(accumulate))))
+
+
+def optimizer_steps(n_batches_per_epoch: int, epochs: int, n_warmup: int, accumulate: int) -> int:
+    """How many optimizer steps a run of `epochs` takes under `warmup_accumulate` (logged at start).
+
+    Mirrors the loop's rule: a step when `ni - last_step >= warmup_accumulate(ni)`, and at each
+    epoch's last batch.
+    """
+    steps = 0
+    for epoch in range(epochs):
+        last = -1  # batch index (within the epoch) of the last step
+        for i in range(n_batches_per_epoch):
+            ni = i + epoch * n_batches_per_epoch
+            if i - last >= warmup_accumulate(ni, n_warmup, accumulate) or i + 1 == n_batches_per_epoch:
+                steps, last = steps + 1, i
+    return steps
+
+
+def log_step_plan(n_batches_per_epoch: int, epochs: int, n_warmup: int, accumulate: int) -> int:
+    """Log how long warm-up lasts and how many optimizer steps the run takes; returns the steps."""
+    steps = optimizer_steps(n_batches_per_epoch, epochs, n_warmup, accumulate)
+    total = n_batches_per_epoch * epochs
+    logger.info("warm-up %d of %d iterations (%.1f epochs; accumulation 1 -> %d); %d optimizer steps in all",
+                n_warmup, total, n_warmup / max(n_batches_per_epoch, 1), accumulate, steps)
+    if steps < 50:
+        logger.warning("only %d optimizer steps: a lower --nbs (accumulate = nbs / batch) or more epochs "
+                       "gives the optimizer more updates", steps)
+    return steps
 
 
 def _interp(ni: int, n_warmup: int, start: float, end: float) -> float:

@@ -114,7 +114,7 @@ def image_line(frame: Frame, det: np.ndarray, names: Sequence[str] | None, ms: f
 
 
 def run_predict(model: Backend | torch.nn.Module, names: Sequence[str] | None, spec: SourceSpec,
-                save_dir: Path, opts: PredictOptions, device: torch.device,
+                save_dir: Path | None, opts: PredictOptions, device: torch.device,
                 writer: ResultWriter) -> PredictStats:
     """Run the model over every frame of `spec`, log one line per frame, and hand results to `writer`."""
     stride = int(getattr(model, "max_stride", 32))

@@ -29,11 +29,11 @@ from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import (
     build_checkpoint,
+    deployable_checkpoint,
     epochs_done,
     mark_finished,
     restore_training_state,
     save_checkpoint,
-    strip_checkpoint,
 )
 from modules.loading import load_model
 from modules.model import DarkNet
@@ -43,7 +43,7 @@ from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate
 from train_val_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
 from train_val_utils.image_weights import ImageWeightSampler
 from train_val_utils.loss import YoloLoss
-from train_val_utils.optim import build_optimizer, cosine_lr_lambda, warmup_iterations
+from train_val_utils.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
 from train_val_utils.plot_queue import PlotQueue
 from train_val_utils.run_config import RunConfig
 from train_val_utils.run_logger import RunLogger, write_args_yaml
@@ -60,6 +60,17 @@ EpochCallback = Callable[[int, dict[str, Any]], bool | None]
 def fitness(metrics: dict[str, float]) -> float:
     """The single number best.pt and --patience follow: 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95."""
     return 0.1 * float(metrics["map50"]) + 0.9 * float(metrics["map"])
+
+
+def class_mismatch_error(model: DarkNet, cfg: str, data: str, nc: int, single_cls: bool) -> ConfigError:
+    """cfg:line of the first [yolo] classes= and a make_cfg command that writes the matching cfg."""
+    yolo = next(m for m in model.module_defs if m["type"] == "yolo")
+    line = yolo.get("_key_lines", {}).get("classes", yolo.get("_line", 0))
+    out = Path(cfg).with_name(f"{Path(cfg).stem}-{nc}cls.cfg")
+    flag = " (--single-cls)" if single_cls else ""
+    return ConfigError(f"{cfg}:{line}: the cfg has classes={model.nc} but {data} has {nc}{flag}; generate a "
+                       "matching cfg and train with it: "
+                       f"python data/scripts/make_cfg.py --base {cfg} --classes {nc} --out {out}")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -125,14 +136,14 @@ class Trainer:
         self.data = data
         self.nc = 1 if self.run.single_cls else int(data["classes"])
         self.names = ["object"] if self.run.single_cls else list(data["class_names"])
+        ids = data.get("category_ids")
+        self.category_ids = None if self.run.single_cls or not isinstance(ids, list) else ids
 
     def _build_model(self, fresh: bool) -> torch.nn.Module:
         run = self.run
         model = DarkNet(run.cfg)
         if model.nc != self.nc:
-            raise ConfigError(f"{run.cfg}:0: the cfg has classes={model.nc} but {run.data} has {self.nc}"
-                              f"{' (--single-cls)' if run.single_cls else ''}; generate a matching cfg: "
-                              f"python data/scripts/make_cfg.py --classes {self.nc}")
+            raise class_mismatch_error(model, run.cfg, run.data, self.nc, run.single_cls)
         if fresh:
             load_start_weights(model, run.weights)
         freeze_layers(model, run.freeze)
@@ -202,16 +213,17 @@ class Trainer:
             val_set = LoadImagesAndLabels(self.data["valid"], batch_size=self.batch * 2, augment=False,
                                           rect=True, **common)
             self.val_loader = self._loader(val_set, self.batch * 2, workers)
-        warmup_iters = warmup_iterations(len(self.train_loader), self.optim_hyp)
+        nb = len(self.train_loader)
+        warmup_iters = warmup_iterations(nb, self.optim_hyp, nb * run.epochs)
         self.schedule = StepSchedule(
             accumulate=self.accumulate, nbs=run.nbs, warmup_iters=warmup_iters, img_size=run.img_size,
             optim_hyp=self.optim_hyp,
             multi_scale=run.multi_scale, grid=self.max_stride, amp=self.amp, amp_dtype=self.amp_dtype,
             seed=run.seed, channels_last=run.channels_last)
-        logger.info("batch %d per rank x %d rank(s), accumulate %d (nominal batch %d), warm-up %d iterations,"
-                    " AMP %s, channels_last %s, compile %s", self.batch, world, self.accumulate, run.nbs,
-                    warmup_iters, f"on ({self.amp_dtype})" if self.amp else "off", run.channels_last,
-                    run.compile)
+        logger.info("batch %d per rank x %d rank(s), accumulate %d (nominal batch %d), AMP %s, "
+                    "channels_last %s, compile %s", self.batch, world, self.accumulate, run.nbs,
+                    f"on ({self.amp_dtype})" if self.amp else "off", run.channels_last, run.compile)
+        log_step_plan(nb, run.epochs, warmup_iters, self.accumulate)
 
     def _new_run_dir(self) -> Path:
         path = self.dist.on_main(make_run_dir, self.run.project, self.run.name, self.run.exist_ok)
@@ -298,14 +310,14 @@ class Trainer:
         """
         ckpt = build_checkpoint(self.model, self.ema, self.optimizer, self.scaler, self.scheduler, epoch,
                                 self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows,
-                                early_stopped=stop)
+                                early_stopped=stop, category_ids=self.category_ids)
         if isinstance(self.sampler, ImageWeightSampler):  # --image-weights resumes with the same weights
             ckpt["class_maps"] = self.sampler.class_maps.tolist()
         self._save_file(ckpt, self.wdir / "last.pt")
         self.last_ckpt, self.saved_epoch = ckpt, epoch  # the state tensors are shared, not copied
         self.log.write_row()
         if improved and self.run.savebest:
-            self._save_file(strip_checkpoint(ckpt), self.wdir / "best.pt")  # no optimizer: deployable as is
+            self._save_file(deployable_checkpoint(ckpt), self.wdir / "best.pt")  # fp16 EMA only
         logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.run.epochs - 1,
                     self.wdir / "last.pt", fit, self.best_fitness)
 

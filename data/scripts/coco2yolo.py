@@ -6,7 +6,9 @@
 
 Writes OUT/{train,val}/{images,labels}/, OUT/classes.names, OUT/category_ids.json (element i = COCO
 category id of class i) and OUT/val_instances.json (a copy of the val JSON) so that make_data.py
-can point evaluation at the original annotations. Crowd boxes are skipped.
+can point evaluation at the original annotations (with --classes, a copy holding only the kept
+categories and images). Crowd boxes are skipped. Class names are COCO's own spelling (`motorcycle`,
+`couch`, `tv`, ...), the spelling data/coco.names uses too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.coco2yolo`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
 from build_utils.errors import UserError
 from data.scripts.dataset_convert import convert_coco
 
@@ -29,13 +31,18 @@ LOGGER = logging.getLogger("coco2yolo")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="COCO instances JSON to YOLO txt labels.")
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="COCO instances JSON to YOLO txt labels.")
     parser.add_argument("--out", required=True, help="output dataset folder")
     parser.add_argument("--train-json", help="instances JSON of the training split")
     parser.add_argument("--train-images", help="image folder of the training split")
     parser.add_argument("--val-json", help="instances JSON of the validation split")
     parser.add_argument("--val-images", help="image folder of the validation split")
-    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--classes", nargs="+", default=None,
+                        help="keep only these categories (COCO names or category ids), re-indexed 0..k-1 in "
+                             "category id order; only images holding one of them are kept. None = all")
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="debug logging")
     return parser
 
 
@@ -53,12 +60,15 @@ def main(args: argparse.Namespace) -> None:
     out = Path(args.out)
     names, cat_ids = None, None
     for split, js, imgs in splits:
-        n, c = convert_coco(Path(js), Path(imgs), out, split)
+        n, c, converted = convert_coco(Path(js), Path(imgs), out, split, args.classes)
         if names is not None and (n, c) != (names, cat_ids):
             raise UserError(f"{js}: its categories differ from the other split's; convert them separately")
         names, cat_ids = n, c
         if split == "val":
-            shutil.copyfile(js, out / "val_instances.json")
+            if args.classes:  # scored against the kept categories only
+                (out / "val_instances.json").write_text(json.dumps(converted))
+            else:
+                shutil.copyfile(js, out / "val_instances.json")
     (out / "classes.names").write_text("".join(n + "\n" for n in names))
     (out / "category_ids.json").write_text(json.dumps(cat_ids))
     LOGGER.info("wrote %s (%d classes), %s", out / "classes.names", len(names), out / "category_ids.json")

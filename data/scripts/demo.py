@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import parse_data_cfg
 
@@ -27,7 +27,8 @@ MAP50_TARGET = 0.80
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Make the shapes dataset, train, evaluate and predict.")
+    p = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="Make the shapes dataset, train, evaluate and predict.")
     p.add_argument("--data-dir", default="data/shapes", help="shapes dataset folder (made when absent)")
     p.add_argument("--n-train", type=int, default=800, help="training images when the dataset is made")
     p.add_argument("--n-val", type=int, default=200, help="held-out validation images when made")
@@ -37,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="'' = GPU when present, else CPU")
     p.add_argument("--workers", type=int, default=2, help="data-loader workers")
     p.add_argument("--project", default="runs/demo", help="train/ and predict/ folders go here")
-    p.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="debug logging")
     return p
 
 

@@ -7,7 +7,11 @@
 k-means (distance 1 - IoU) on the label widths/heights, scaled the way the loader scales images
 (long side = img_size) so the anchors fit what the model sees, then a hill-climb refinement.
 Prints the anchors (w,h pairs in input pixels, smallest first), the best possible recall (share
-of labels within a 4x width/height ratio of some anchor) and the mean best IoU.
+of labels within a 4x width/height ratio of some anchor) and the mean best IoU. With --cfg the
+masks are rewritten too: the anchors are split evenly over the `[yolo]` heads, the largest to the
+largest stride (yolov3-tiny: `3,4,5` on the stride-32 head, `0,1,2` on the stride-16 head), and
+the metrics are those of the anchors the masks use. A cfg whose masks skip or share anchors (the
+official tiny cfg's `1,2,3` + `3,4,5`) is named in a warning.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cfg_edit import mask_problems, partition_masks, rewrite_cfg_classes
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
 from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import ConfigError, DatasetError, UserError
 from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text, read_cfg_text
+from modules.model import DarkNet
 
 LOGGER = logging.getLogger("kmeans_anchors")
 ANCHOR_T = 4.0  # a label is "recallable" when some anchor is within this wh ratio (the loss's rule)
@@ -82,18 +87,20 @@ def label_wh_pixels(labels: list[np.ndarray], shapes_hw: np.ndarray, img_size: i
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="k-means anchors for a dataset (optionally into a cfg).")
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="k-means anchors for a dataset (optionally into a cfg).")
     parser.add_argument("--data", help=".data file (its train= images are used)")
     parser.add_argument("--path", help="images instead of --data: a folder, .txt list or glob")
-    parser.add_argument("--img-size", type=int, default=416, help="network input size (default 416)")
-    parser.add_argument("--n", type=int, default=9, help="number of anchors (default 9)")
+    parser.add_argument("--img-size", type=int, default=416, help="network input size")
+    parser.add_argument("--n", type=int, default=9, help="number of anchors")
     parser.add_argument("--refine", type=int, default=300, help="refinement generations (0 = k-means only)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the k-means start and refinement")
     parser.add_argument("--cfg", help="cfg to write the anchors into (with --out)")
     parser.add_argument("--out", help="where to write the cfg with the new anchors")
     parser.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,
                         help="allow --out to replace an existing file")
-    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="debug logging")
     return parser
 
 
@@ -122,14 +129,30 @@ def main(args: argparse.Namespace) -> list[tuple[int, int]]:
     LOGGER.info("anchors @%d: %s", args.img_size, ",  ".join(f"{w},{h}" for w, h in result))
     LOGGER.info("%d boxes: best possible recall %.4f, mean best IoU %.4f", len(wh), m["bpr"], m["mean_iou"])
     if args.cfg:
-        text = read_cfg_text(args.cfg)
-        yolo = [s for s in parse_model_cfg_text(text, args.cfg) if s["type"] == "yolo"]
-        if not yolo:
-            raise ConfigError(f"{args.cfg}:1: no [yolo] section to write anchors into")
-        out = rewrite_cfg_classes(text, int(yolo[0]["classes"]), anchors=result, source=args.cfg)
-        Path(args.out).write_text(out, encoding="utf-8")
-        LOGGER.info("wrote %s", args.out)
+        write_cfg_anchors(Path(args.cfg), Path(args.out), result, wh)
     return result
+
+
+def write_cfg_anchors(cfg: Path, out: Path, anchors: list[tuple[int, int]],
+                      wh: np.ndarray) -> list[list[int]]:
+    """Write `anchors` and evenly partitioned masks into a copy of `cfg`; logs the used anchors' metrics."""
+    text = read_cfg_text(cfg)
+    sections = parse_model_cfg_text(text, str(cfg))
+    for problem in mask_problems(sections, str(cfg)):
+        LOGGER.warning("%s (rewritten in %s)", problem, out)
+    yolo = [s for s in sections if s["type"] == "yolo"]
+    if not yolo:
+        raise ConfigError(f"{cfg}:1: no [yolo] section to write anchors into")
+    strides = [m.stride for m in DarkNet.from_cfg_text(text, str(cfg)).yolo_modules()]
+    masks = partition_masks(strides, len(anchors))
+    new = rewrite_cfg_classes(text, int(yolo[0]["classes"]), anchors=anchors, source=str(cfg), masks=masks)
+    used = sorted({m for mask in masks for m in mask})
+    m = anchor_metrics(wh, np.array([anchors[i] for i in used], dtype=np.float64))
+    out.write_text(new, encoding="utf-8")
+    LOGGER.info("wrote %s: masks %s (strides %s); anchors the masks use: best possible recall %.4f, "
+                "mean best IoU %.4f", out, " / ".join(",".join(map(str, k)) for k in masks), strides,
+                m["bpr"], m["mean_iou"])
+    return masks
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import logging
 import sys
 from pathlib import Path
 
-from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cfg_edit import mask_problems, rewrite_cfg_classes
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
 from build_utils.errors import ConfigError, UserError
-from build_utils.parse_config import read_cfg_text
+from build_utils.parse_config import parse_model_cfg_text, read_cfg_text
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ def parse_anchors(text: str) -> list[tuple[int, int]]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter,
+        description=__doc__
     )
     parser.add_argument("--base", type=Path, default=Path("cfg/yolov3-spp.cfg"), help="cfg to start from")
     parser.add_argument("--classes", type=int, required=True, help="number of classes of your dataset")
@@ -57,6 +57,8 @@ def main(args: argparse.Namespace) -> None:
         raise UserError(f"{args.out}: already exists; pass --overwrite to replace it")
     anchors = parse_anchors(args.anchors) if args.anchors else None
     text = rewrite_cfg_classes(read_cfg_text(args.base), args.classes, anchors, str(args.base))
+    for problem in mask_problems(parse_model_cfg_text(text, str(args.out)), str(args.out)):
+        logger.warning("%s; kmeans_anchors.py --cfg rewrites masks that use every anchor once", problem)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     logger.info("wrote %s: %d classes%s, from %s", args.out, args.classes,

@@ -20,7 +20,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.make_shapes`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
 from build_utils.errors import UserError
 from data.scripts.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
 
@@ -28,17 +28,19 @@ LOGGER = logging.getLogger("make_shapes")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Generate the synthetic shapes detection dataset.")
-    parser.add_argument("--out", default="data/shapes", help="output folder (default data/shapes)")
-    parser.add_argument("--n-train", type=int, default=1000, help="training images (default 1000)")
-    parser.add_argument("--n-val", type=int, default=200, help="validation images (default 200)")
-    parser.add_argument("--img-size", type=int, default=320, help="square image side in px (default 320)")
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="Generate the synthetic shapes detection dataset.")
+    parser.add_argument("--out", default="data/shapes", help="output folder")
+    parser.add_argument("--n-train", type=int, default=1000, help="training images")
+    parser.add_argument("--n-val", type=int, default=200, help="validation images")
+    parser.add_argument("--img-size", type=int, default=320, help="square image side in px")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset")
     parser.add_argument("--min-frac", type=float, default=0.08, help="smallest object side / image side")
     parser.add_argument("--max-frac", type=float, default=0.55, help="largest object side / image side")
-    parser.add_argument("--max-objects", type=int, default=8, help="most objects per image (default 8)")
-    parser.add_argument("--workers", type=int, default=4, help="writer threads (default 4)")
-    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--max-objects", type=int, default=8, help="most objects per image")
+    parser.add_argument("--workers", type=int, default=4, help="writer threads")
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="debug logging")
     return parser
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.voc2yolo`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import HelpFormatter, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import load_class_names
 from data.scripts.dataset_convert import convert_voc
@@ -26,17 +26,19 @@ LOGGER = logging.getLogger("voc2yolo")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Pascal VOC (XML) to YOLO txt labels.")
+    parser = argparse.ArgumentParser(
+        formatter_class=HelpFormatter, description="Pascal VOC (XML) to YOLO txt labels.")
     parser.add_argument("--voc-root", required=True, help="VOC year folder with Annotations/, "
                         "ImageSets/Main/ and JPEGImages/ (e.g. VOCdevkit/VOC2012)")
     parser.add_argument("--out", required=True, help="output dataset folder")
-    parser.add_argument("--names", help="class names file fixing the class order (default: sorted "
+    parser.add_argument("--names", help="class names file fixing the class order; None = sorted "
                         "names found in the annotations; data/voc.names gives the usual VOC order)")
     parser.add_argument("--splits", nargs="+", default=["train", "val"],
                         help="ImageSets/Main lists to convert")
     parser.add_argument("--keep-difficult", action=argparse.BooleanOptionalAction, default=False,
-                        help="keep objects marked difficult (default: skipped, as VOC evaluation does)")
-    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False)
+                        help="keep objects marked difficult (VOC evaluation skips them)")
+    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                        help="debug logging")
     return parser
 
 
