@@ -237,7 +237,7 @@ def _tiny_ckpt(img_size: int = 96, category_ids: list[int] | None = None) -> dic
     ema = ModelEMA(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     return build_checkpoint(model, ema, opt, None, None, 3, 0.5, {}, {"img_size": img_size, "epochs": 10},
-                            [f"c{i}" for i in range(80)], [], category_ids)
+                            [f"c{i}" for i in range(80)], [], category_ids=category_ids)
 
 
 def test_deployable_best_pt_is_small_fp16_and_loads(tmp_path):
