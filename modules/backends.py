@@ -187,9 +187,12 @@ def onnx_session(path: Path, device: torch.device) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # no busy-waiting between runs: predict's decode and writer threads need those cores (a quiet 2-core
+    # box: 29.5 vs 23.9 img/s end to end for yolov3-tiny fp32 at 416; BENCHMARKS.md)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     logger.info("onnxruntime %s: providers %s, %d intra-op threads (physical cores), graph optimisation "
-                "ORT_ENABLE_ALL, sequential execution", ort.__version__, session.get_providers(),
+                "ORT_ENABLE_ALL, sequential execution, no spinning", ort.__version__, session.get_providers(),
                 options.intra_op_num_threads)
     return session
 
