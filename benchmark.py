@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import check_img_size, run_cli, setup_logging
 from build_utils.errors import UserError
 from train_val_utils.format_benchmark import BenchmarkOptions, FormatRow, run_benchmark
 
@@ -27,7 +27,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="a .pt, or Darknet .weights with --cfg")
     p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
     p.add_argument("--data", required=True, help=".data file: valid= is scored, train= calibrates int8")
-    p.add_argument("--img-size", type=int, default=416, help="inference size (multiple of 32)")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="inference size (multiple of 32); None = the .pt's training size, else 416")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="'cpu' or a GPU index such as '0'")
     p.add_argument("--calib-images", type=int, default=32, help="train-split images for the int8 ranges")
@@ -40,8 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> list[FormatRow]:
     setup_logging(args.verbose)
-    if args.img_size < 32 or args.img_size % 32:
-        raise UserError(f"--img-size {args.img_size}: must be a positive multiple of 32 (e.g. 416)")
+    if args.img_size is not None:
+        check_img_size(args.img_size)
     if args.batch_size < 1 or args.calib_images < 1:
         raise UserError("--batch-size and --calib-images must be at least 1")
     opts = BenchmarkOptions(Path(args.weights), Path(args.data), Path(args.cfg) if args.cfg else None,

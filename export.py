@@ -23,8 +23,8 @@ from build_utils.parse_config import load_class_names
 from build_utils.run_dir import ensure_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils
-from modules.backends import export_metadata, training_img_size
-from modules.loading import load_model
+from modules.backends import export_metadata
+from modules.loading import default_img_size, load_model
 
 logger = logging.getLogger("export")
 REPO = Path(__file__).resolve().parent
@@ -43,7 +43,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--names", default=None,
                         help="class names for --format pt; None = the .pt's, else data/coco.names when "
                              "the model has 80 classes, else the class indices")
-    parser.add_argument("--img-size", type=int, default=416, help="square input size of the exported graph")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="square input size of the exported graph; None = the .pt's training size, "
+                             "else 416")
     parser.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=False,
                         help="ONNX: variable batch, height and width (any multiple of 32); without it the "
                              "graph takes (1, 3, img-size, img-size) and predict/validation letterbox to it "
@@ -87,12 +89,13 @@ def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
     if args.half and device.type != "cuda":
         raise UserError("--half: float16 export needs a CUDA device (--device 0); on CPU export float32")
     model, names = load_model(args.weights, args.cfg, device, fuse=True)
-    if args.img_size % model.max_stride:
-        raise UserError(f"--img-size {args.img_size}: must be a multiple of {model.max_stride}")
+    img_size = default_img_size(args.img_size, model.train_img_size)
+    if img_size % model.max_stride:
+        raise UserError(f"--img-size {img_size}: must be a multiple of {model.max_stride}")
     dynamic = args.dynamic or args.format == "torchscript"
-    meta = export_metadata(model, class_names_for(args, names, model.nc),
-                           training_img_size(Path(args.weights)) or args.img_size, args.img_size, dynamic)
-    x = export_utils.example_input(args.img_size, args.verify_image).to(device)
+    meta = export_metadata(model, class_names_for(args, names, model.nc), model.train_img_size or img_size,
+                           img_size, dynamic)
+    x = export_utils.example_input(img_size, args.verify_image).to(device)
     if args.half:
         model, x = model.half(), x.half()
     if args.format == "onnx":
@@ -103,7 +106,7 @@ def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
         run = export_utils.torchscript_outputs
     checks = [x]
     if dynamic:
-        checks.append(export_utils.example_input(args.img_size + 2 * model.max_stride, args.verify_image,
+        checks.append(export_utils.example_input(img_size + 2 * model.max_stride, args.verify_image,
                                                  batch=2).to(device=device, dtype=x.dtype))
     tolerance = TOLERANCE if not args.half else 1e-2
     worst = (0.0, 0.0)
@@ -122,7 +125,8 @@ def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
 
 def main(args: argparse.Namespace) -> Path:
     setup_logging(args.verbose)
-    check_img_size(args.img_size)
+    if args.img_size is not None:
+        check_img_size(args.img_size)
     out = output_path(args)
     ensure_dir(out.parent, "pass --out with a file in a folder you can write to")
     if args.format in ("onnx", "torchscript"):

@@ -370,6 +370,9 @@ def parse_data_cfg(path: str | Path) -> dict[str, Any]:
     if is_data_yaml(path):
         return parse_data_yaml(path)
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}:0: is a folder; pass its .data file or dataset YAML (make one with "
+                          f"python data/scripts/make_data.py --root {path})")
     if not path.is_file():
         raise ConfigError(f"{path}:0: .data file not found; pass e.g. data/coco128.data")
     out: dict[str, Any] = {}

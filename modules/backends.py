@@ -226,17 +226,6 @@ class OnnxBackend(Backend):
         return pred.to(x.device)  # (bs, N, 5+nc)
 
 
-def training_img_size(path: Path) -> int | None:
-    """The image size a `.pt` was trained at (its stored options), None for other files."""
-    if Path(path).suffix != ".pt":
-        return None
-    from modules.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    size = ckpt.get("img_size") or (ckpt.get("options") or {}).get("img_size")
-    return int(size) if isinstance(size, int | float) else None
-
-
 def load_backend(weights: str | Path, cfg: str | Path | None = None, device: str | torch.device = "cpu",
                  half: bool = False, fuse: bool = True, channels_last: bool = False) -> Backend:
     """The backend for `weights` by suffix; `.pt`/`.weights` go through `load_model` (`.weights` need `cfg`).

@@ -345,8 +345,10 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
     if not saved:
         raise UserError(f"{path}: not a training checkpoint (no options); use it with --weights to fine-tune")
     if "optimizer" in ckpt and ckpt["optimizer"] is None:  # best.pt (stripped or deployable)
-        raise UserError(f"{path}: holds deployable weights only (no optimizer state); resume from "
-                        f"{path.parent / 'last.pt'}, or fine-tune from it with --weights")
+        last = path.parent / "last.pt"
+        where = f"resume from {last}, or " if last.is_file() and last != path else ""
+        raise UserError(f"{path}: holds deployable weights only (no optimizer state); {where}fine-tune "
+                        "from it with --weights")
     changed = [k for k, v in given.items() if k not in RESUME_CHANGEABLE and k not in ignore
                and not _is_default(k, v, defaults) and k in saved and saved[k] != v]
     if changed:
@@ -356,7 +358,7 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
                         f"{', '.join('--' + k.replace('_', '-') for k in RESUME_CHANGEABLE[:4])} may change "
                         "(epochs upward). Start a new run with --weights to train on something else")
     merged = dict(saved)
-    for key in ("device", "workers", "batch_size", "epochs"):
+    for key in ("device", "workers", "batch_size", "epochs", "verbose"):
         if key in given and not _is_default(key, given[key], defaults):
             merged[key] = given[key]
     if merged["epochs"] < saved["epochs"]:

@@ -136,28 +136,33 @@ def load_for_conversion(weights: str | Path,
     return model.eval(), None, header
 
 
-def checkpoint_from_model(model: DarkNet, class_names: Sequence[str], options: dict[str, Any],
+def checkpoint_from_model(model: DarkNet, class_names: Sequence[str], export_options: dict[str, Any],
                           darknet_header: dict | None = None) -> dict[str, Any]:
     """A checkpoint dict per docs/architecture.md for converted weights: no optimizer state, epoch -1.
 
     `darknet_header` (an extra key, plain ints) lets `.weights -> .pt -> .weights` be byte-identical.
+    The training image size and category ids come from the source `.pt` (None for Darknet weights);
+    the conversion's own arguments go under `export_options`, never `options` (training options).
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {
         "format": CHECKPOINT_FORMAT, "cfg_text": model.cfg_text, "cfg_name": model.cfg_name,
         "class_names": list(class_names), "model": state,
         "ema": None, "ema_updates": 0, "optimizer": None, "scaler": None, "scheduler": None,
-        "epoch": -1, "best_fitness": 0.0, "hyp": {}, "options": dict(options), "rng": {}, "results": [],
-        "darknet_header": dict(darknet_header or {}),
+        "epoch": -1, "best_fitness": 0.0, "hyp": {}, "options": {}, "rng": {}, "results": [],
+        "export_options": dict(export_options), "darknet_header": dict(darknet_header or {}),
+        "img_size": getattr(model, "train_img_size", None),
+        "strides": [int(m.stride) for m in model.yolo_modules()],
+        "category_ids": getattr(model, "category_ids", None),
     }
 
 
-def save_as_checkpoint(model: DarkNet, class_names: Sequence[str], path: Path, options: dict[str, Any],
+def save_as_checkpoint(model: DarkNet, class_names: Sequence[str], path: Path, export_options: dict[str, Any],
                        darknet_header: dict | None = None) -> Path:
     if len(class_names) != model.nc:
         raise UserError(f"{len(class_names)} class names for a model with {model.nc} classes; "
                         "pass --names with the file the model was trained with")
-    save_checkpoint(checkpoint_from_model(model, class_names, options, darknet_header), path)
+    save_checkpoint(checkpoint_from_model(model, class_names, export_options, darknet_header), path)
     return path
 
 

@@ -53,6 +53,7 @@ def load_model(weights: str | Path, cfg: str | Path | None = None, device: str |
 
     `.pt`: cfg and class names come from the checkpoint (EMA weights when present).
     Darknet `.weights`: `cfg` is required; class names are None (the caller takes them from a .data/.names).
+    The model carries `train_img_size` and `category_ids` (None when the file does not record them).
     """
     path = Path(weights)
     if not path.is_file():
@@ -64,6 +65,7 @@ def load_model(weights: str | Path, cfg: str | Path | None = None, device: str |
             raise WeightsError(f"{path}: Darknet weights carry no cfg; pass --cfg (e.g. cfg/yolov3-spp.cfg)")
         model, names = DarkNet(cfg), None
         load_darknet_weights(model, path)
+        model.train_img_size, model.category_ids = None, None  # Darknet files record neither
     else:
         raise WeightsError(
             f"{path}: unknown weights format {path.suffix!r}; expected a .pt checkpoint or Darknet .weights"

@@ -10,6 +10,7 @@ that fails keeps its row with the reason and the run goes on.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import platform
@@ -26,8 +27,8 @@ from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils
-from modules.backends import Backend, export_metadata, load_backend, training_img_size
-from modules.loading import load_model
+from modules.backends import Backend, export_metadata, load_backend
+from modules.loading import default_img_size, load_model
 from modules.quantize import quantize_int8
 from train_val_utils.engine import EvalOptions, evaluate
 
@@ -42,7 +43,7 @@ class BenchmarkOptions:
     weights: Path
     data: Path
     cfg: Path | None = None
-    img_size: int = 416
+    img_size: int | None = None  # None = the .pt's training size, else 416
     batch_size: int = 16
     device: str = "cpu"
     calib_images: int = 32  # train-split images for the int8 activation ranges
@@ -121,7 +122,7 @@ class _Formats:
     def _fused(self) -> tuple[torch.nn.Module, torch.Tensor, dict[str, str]]:
         model, _ = load_model(self.opts.weights, self.opts.cfg, self.device, fuse=True)
         size = self.opts.img_size
-        meta = export_metadata(model, self.names, training_img_size(self.opts.weights) or size, size, True)
+        meta = export_metadata(model, self.names, model.train_img_size or size, size, True)
         return model, export_utils.example_input(size).to(self.device), meta
 
     def build(self, fmt: str) -> Backend:
@@ -187,7 +188,9 @@ def run_benchmark(opts: BenchmarkOptions) -> tuple[list[FormatRow], Path]:
     device = select_device(opts.device)
     data = parse_data_cfg(opts.data)
     names = data["class_names"]
-    nc = load_model(opts.weights, opts.cfg, "cpu")[0].nc
+    model = load_model(opts.weights, opts.cfg, "cpu")[0]
+    nc = model.nc
+    opts = dataclasses.replace(opts, img_size=default_img_size(opts.img_size, model.train_img_size))
     if nc != len(names):
         raise ConfigError(f"{opts.data}: {len(names)} classes, but the model ({opts.weights}) predicts {nc}; "
                           "pass the .data the model was trained with")

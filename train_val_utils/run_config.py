@@ -16,6 +16,10 @@ from typing import Any
 from build_utils.errors import UserError
 from modules.checkpoint import find_last_checkpoint, load_checkpoint, resume_options
 
+# What runs trained before an option existed did, so resuming one continues it bit for bit
+# (channels_last is on by default now, but older checkpoints were trained in contiguous memory).
+BEFORE_THE_OPTION_EXISTED = {"channels_last": False, "compile": False, "image_weights": False}
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -84,4 +88,6 @@ def resolve_run_config(args: argparse.Namespace, defaults: dict[str, Any]
     ckpt = load_checkpoint(path)
     merged = resume_options(ckpt, path, given, defaults)
     merged["resume"] = str(path)
+    for key, value in BEFORE_THE_OPTION_EXISTED.items():  # a checkpoint from an older version
+        merged.setdefault(key, value)
     return RunConfig.from_options({**given, **merged}), ckpt, path

@@ -60,6 +60,9 @@ def load_start_weights(model: DarkNet, weights: str) -> None:
     path = Path(weights)
     if not path.is_file():
         raise WeightsError(f"--weights {path}: file not found; pass '' to train from scratch")
+    if path.suffix in (".onnx", ".torchscript"):
+        raise WeightsError(f"--weights {path}: an exported graph cannot be training's starting weights; "
+                           "pass the .pt (or Darknet .weights) it was exported from")
     if path.suffix == ".pt":
         ckpt = load_checkpoint(path)
         origin = ckpt.get("cfg_name") if isinstance(ckpt.get("cfg_name"), str) else None

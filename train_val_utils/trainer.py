@@ -210,8 +210,9 @@ class Trainer:
         self.train_loader = self._loader(self.train_set, self.batch, workers, self.sampler)
         self.val_loader = None
         if self.dist.is_main:
+            # rect batches padded by half a stride, as validation.py scores (same mAP for the same weights)
             val_set = LoadImagesAndLabels(self.data["valid"], batch_size=self.batch * 2, augment=False,
-                                          rect=True, **common)
+                                          rect=True, pad=0.5, **common)
             self.val_loader = self._loader(val_set, self.batch * 2, workers)
         nb = len(self.train_loader)
         warmup_iters = warmup_iterations(nb, self.optim_hyp, nb * run.epochs)
