@@ -115,9 +115,3 @@ def _as_text(head: bytes) -> str:
         text = head[:err.start].decode("utf-8")
     printable = all(c.isprintable() or c in "\t\r\n" for c in text)
     return text.strip() if printable else ""
-
-
-def image_size_hw(path: str | Path) -> tuple[int, int]:
-    """Original (h, w) of an image as `read_image` would return it (after EXIF rotation)."""
-    img = read_image(path)
-    return int(img.shape[0]), int(img.shape[1])

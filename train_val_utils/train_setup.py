@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from torch import nn
-
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.errors import UserError, WeightsError
 from modules.checkpoint import checkpoint_state_dict, load_checkpoint, load_matching_state_dict
@@ -104,8 +102,3 @@ def freeze_layers(model: DarkNet, mode: str) -> int:
             "heads-only": f"all but the {len(model.yolo_layers)} predictor convs frozen"}[mode]
     logger.info("freeze %s: %s (%s parameters frozen)", mode, what, f"{count:,}")
     return count
-
-
-def frozen_modules(model: nn.Module) -> int:
-    """How many parameters do not require grad (for tests and the log)."""
-    return sum(p.numel() for p in model.parameters() if not p.requires_grad)

@@ -234,7 +234,8 @@ class Trainer:
 
     # ---- the run --------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        for epoch in range(self.start_epoch, self.run.epochs if not self.finalize_only else 0):
+        last_epoch = self.start_epoch if self.finalize_only else self.run.epochs  # finalize_only: train none
+        for epoch in range(self.start_epoch, last_epoch):
             losses, seconds = self.train_epoch(epoch)
             self.epochs_run += 1
             if self.after_epoch(epoch, losses, seconds):
