@@ -19,7 +19,7 @@ from pathlib import Path
 
 from build_utils.cli import check_img_size, run_cli, setup_logging
 from build_utils.errors import UserError
-from train_val_utils.format_benchmark import BenchmarkOptions, FormatRow, run_benchmark
+from train_val_utils.benchmarks.format_benchmark import BenchmarkOptions, FormatRow, run_benchmark
 
 
 def get_args_parser() -> argparse.ArgumentParser:

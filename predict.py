@@ -32,10 +32,10 @@ from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.backends import Backend, load_backend
 from modules.loading import default_img_size
-from train_val_utils.detections_io import ResultWriter
-from train_val_utils.nms import NMS_MODES
-from train_val_utils.predict_sources import resolve_source
-from train_val_utils.predictor import PredictOptions, PredictStats, run_predict
+from train_val_utils.evaluation.nms import NMS_MODES
+from train_val_utils.predict.detections_io import ResultWriter
+from train_val_utils.predict.predictor import PredictOptions, PredictStats, run_predict
+from train_val_utils.predict.sources import resolve_source
 
 logger = logging.getLogger("predict")
 

@@ -22,9 +22,9 @@ import torch
 from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import UserError
 from modules.checkpoint import resume_command
-from train_val_utils.distributed_utils import cleanup_distributed, init_distributed
-from train_val_utils.run_config import resolve_run_config
 from train_val_utils.trainer import Trainer
+from train_val_utils.training.distributed_utils import cleanup_distributed, init_distributed
+from train_val_utils.training.run_config import resolve_run_config
 
 logger = logging.getLogger("train")
 
@@ -139,10 +139,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def evolve(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -> dict[str, Any]:
     """--evolve N: N trials of the Optuna study; returns the best trial's number and values."""
+    from build_utils.hyp import load_hyp
     from build_utils.run_dir import make_run_dir
-    from train_val_utils.evolve import import_optuna, load_search_space, run_evolve
-    from train_val_utils.hyp import load_hyp
-    from train_val_utils.run_config import RunConfig
+    from train_val_utils.training.run_config import RunConfig
+    from train_val_utils.tune.evolve import import_optuna, load_search_space, run_evolve
 
     import_optuna()  # one clear line before any work when the [tune] extra is missing
     run = RunConfig.from_options(vars(args))

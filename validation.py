@@ -37,8 +37,8 @@ from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
-from train_val_utils.nms import NMS_MODES
-from train_val_utils.study import DEFAULT_STUDY_SIZES
+from train_val_utils.benchmarks.study import DEFAULT_STUDY_SIZES
+from train_val_utils.evaluation.nms import NMS_MODES
 
 logger = logging.getLogger("validation")
 
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from modules.backends import load_backend
     from modules.loading import default_img_size
     from train_val_utils.engine import EvalOptions, evaluate
-    from train_val_utils.reporting import record_map_text
+    from train_val_utils.evaluation.reporting import record_map_text
 
     check_args(args)
     device = select_device(args.device)
@@ -144,8 +144,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_speed_task(model: Any, loader: Any, device: torch.device, options: Any) -> dict[str, Any]:
     """--task speed: the timing split at deployment thresholds, nothing else."""
-    from train_val_utils.reporting import speed_line
-    from train_val_utils.study import measure_speed
+    from train_val_utils.benchmarks.study import measure_speed
+    from train_val_utils.evaluation.reporting import speed_line
 
     speed = measure_speed(model, loader, device, options)
     print(speed_line(speed))
@@ -155,7 +155,7 @@ def run_speed_task(model: Any, loader: Any, device: torch.device, options: Any) 
 def run_study_task(model: Any, make_loader: Any, names: list[str], device: torch.device, options: Any,
                    sizes: list[int], save_dir: Path) -> dict[str, Any]:
     """--task study: mAP and ms/img per size -> study.csv, study.png."""
-    from train_val_utils.study import run_study, write_study
+    from train_val_utils.benchmarks.study import run_study, write_study
 
     bad = [s for s in sizes if s < 32 or s % 32]
     if bad:

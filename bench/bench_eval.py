@@ -74,7 +74,7 @@ def fake_predictions(bs: int, nc: int, objects: int = 20, seed: int = 0) -> torc
 
 
 def own_metrics(labels: list, shapes: np.ndarray, dets: list, nc: int) -> float:
-    from train_val_utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
+    from train_val_utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
 
     cm, stats = ConfusionMatrix(nc), []
     for lab, (h, w), det in zip(labels, shapes, dets):
@@ -89,7 +89,7 @@ def own_metrics(labels: list, shapes: np.ndarray, dets: list, nc: int) -> float:
 
 
 def coco_metrics(files: list, labels: list, shapes: np.ndarray, dets: list, backend: str) -> float:
-    from train_val_utils.coco_eval import coco_gt_from_labels, detections_to_coco, evaluate_coco
+    from train_val_utils.evaluation.coco_eval import coco_gt_from_labels, detections_to_coco, evaluate_coco
 
     gt = coco_gt_from_labels(files, labels, shapes)
     results = [r for i, d in enumerate(dets) for r in detections_to_coco(d, i)]
@@ -106,7 +106,7 @@ def timed(fn, repeats: int, *args) -> tuple[float, float]:
 
 
 def main(args: argparse.Namespace) -> None:
-    from train_val_utils.nms import non_max_suppression
+    from train_val_utils.evaluation.nms import non_max_suppression
 
     torch.set_num_threads(args.threads)
     files, labels, shapes, dets = synthetic(args.images, args.dets, args.classes)

@@ -80,7 +80,7 @@ def one_pass(weights: Path, cfg: Path | None, args: argparse.Namespace, project:
         argv += ["--cfg", str(cfg)]
     predict = load_predict()
     stats = predict.main(predict.get_args_parser().parse_args(argv))
-    logging.getLogger("train_val_utils.predictor").setLevel(logging.WARNING)  # no per-image lines
+    logging.getLogger("train_val_utils.predict.predictor").setLevel(logging.WARNING)  # no per-image lines
     return stats
 
 
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> None:
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.getLogger("train_val_utils.predictor").setLevel(logging.WARNING)
+    logging.getLogger("train_val_utils.predict.predictor").setLevel(logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -26,12 +26,12 @@ import torch
 from build_utils.cli import run_cli, setup_logging
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.errors import UserError
+from build_utils.hyp import load_hyp
 from build_utils.torch_utils import select_device, time_sync
 from modules.model import DarkNet
-from train_val_utils.ema import ModelEMA
-from train_val_utils.hyp import load_hyp
 from train_val_utils.loss import YoloLoss, build_targets
-from train_val_utils.optim import build_optimizer
+from train_val_utils.training.ema import ModelEMA
+from train_val_utils.training.optim import build_optimizer
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]

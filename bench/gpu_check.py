@@ -29,12 +29,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from build_utils.hyp import load_hyp  # noqa: E402
 from modules.model import DarkNet  # noqa: E402
-from train_val_utils.distributed_utils import DistInfo  # noqa: E402
 from train_val_utils.engine import StepSchedule, TrainKit, train_one_epoch  # noqa: E402
-from train_val_utils.hyp import load_hyp  # noqa: E402
 from train_val_utils.loss import YoloLoss  # noqa: E402
-from train_val_utils.optim import build_optimizer  # noqa: E402
+from train_val_utils.training.distributed_utils import DistInfo  # noqa: E402
+from train_val_utils.training.optim import build_optimizer  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from build_utils.augment import augment_hsv, flip_lr, flip_ud, letterbox, random_affine
+from build_utils.dataset.augment import augment_hsv, flip_lr, flip_ud, letterbox, random_affine
+from build_utils.dataset.image_io import is_image_file, read_image_resized
+from build_utils.dataset.img_list import img2label_path, label2img_dir, list_image_files
+from build_utils.dataset.labels import report, verify_all
+from build_utils.dataset.mosaic import load_mosaic
 from build_utils.errors import DatasetError
-from build_utils.image_io import is_image_file, read_image_resized
-from build_utils.img_list import img2label_path, label2img_dir, list_image_files
-from build_utils.labels import report, verify_all
-from build_utils.mosaic import load_mosaic
-from train_val_utils.geometry import xywhn2xyxy, xyxy2xywhn
-from train_val_utils.hyp import DEFAULT_HYP, augment_hyp
+from build_utils.geometry import xywhn2xyxy, xyxy2xywhn
+from build_utils.hyp import DEFAULT_HYP, augment_hyp
 
 LOGGER = logging.getLogger(__name__)
 

@@ -1,0 +1,5 @@
+"""The network and its files: the DarkNet built from a parsed cfg, its layers, Darknet `.weights`,
+`.pt` checkpoints, loading, export and the backends that run every exported format.
+
+Imports: `build_utils` and this package only; never `train_val_utils` or the scripts.
+"""

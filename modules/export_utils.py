@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from build_utils.augment import letterbox
+from build_utils.dataset.augment import letterbox
+from build_utils.dataset.image_io import read_image
 from build_utils.errors import UserError
-from build_utils.image_io import read_image
 from modules.backends import TORCHSCRIPT_META
 from modules.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from modules.loading import load_model

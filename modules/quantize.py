@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from build_utils.augment import letterbox
+from build_utils.dataset.augment import letterbox
+from build_utils.dataset.image_io import read_image
 from build_utils.errors import UserError
-from build_utils.image_io import read_image
 
 logger = logging.getLogger(__name__)
 

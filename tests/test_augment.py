@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from build_utils.augment import augment_hsv, letterbox, random_affine
+from build_utils.dataset.augment import augment_hsv, letterbox, random_affine
 from build_utils.datasets import LoadImagesAndLabels
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import benchmark
 from tests.test_backends import coco_data, subset
-from train_val_utils.format_benchmark import FORMATS, FormatRow, run_format
+from train_val_utils.benchmarks.format_benchmark import FORMATS, FormatRow, run_format
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install -e '.[export]')")
 

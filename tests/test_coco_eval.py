@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from build_utils.errors import DatasetError
-from train_val_utils.coco_eval import (
+from train_val_utils.evaluation.coco_eval import (
     coco_gt_from_labels,
     detections_to_coco,
     evaluate_coco,
     image_ids_from_json,
 )
-from train_val_utils.metrics import ap_per_class, match_predictions
+from train_val_utils.evaluation.metrics import ap_per_class, match_predictions
 
 
 def synthetic_case(n_img: int = 40, nc: int = 5, seed: int = 0):

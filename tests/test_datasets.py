@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from build_utils.dataset.img_list import img2label_path, list_image_files
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.errors import DatasetError
-from build_utils.img_list import img2label_path, list_image_files
 
 GOOD_ROW = "0 0.5 0.5 0.2 0.2\n"
 # name -> (label text or None, expected reason fragment); images are 64x48 JPEGs unless noted
@@ -119,7 +119,7 @@ def test_unwritable_cache_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture
     def refuse(*_args: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("build_utils.labels.os.replace", refuse)  # as in a read-only folder (works as root)
+    monkeypatch.setattr("build_utils.dataset.labels.os.replace", refuse)  # a read-only folder
     with caplog.at_level(logging.WARNING):
         ds = LoadImagesAndLabels(imgs, img_size=64, nc=3)
     assert "cannot write the label cache" in caplog.text and len(ds) == 5

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from train_val_utils.ema import ModelEMA
-from train_val_utils.optim import apply_warmup, build_optimizer, cosine_lr_lambda, warmup_iterations
+from train_val_utils.training.ema import ModelEMA
+from train_val_utils.training.optim import apply_warmup, build_optimizer, cosine_lr_lambda, warmup_iterations
 
 HYP = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005, "warmup_epochs": 3.0,
        "warmup_momentum": 0.8, "warmup_bias_lr": 0.1}

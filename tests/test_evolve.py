@@ -15,10 +15,10 @@ from test_train_runs import ENV, _train_cmd, shapes  # noqa: F401 (fixture)
 import train
 from build_utils.cli import run_cli
 from build_utils.errors import ConfigError
-from train_val_utils.distributed_utils import DistInfo
-from train_val_utils.evolve import load_search_space, run_evolve
-from train_val_utils.hyp import load_hyp
-from train_val_utils.run_config import RunConfig
+from build_utils.hyp import load_hyp
+from train_val_utils.training.distributed_utils import DistInfo
+from train_val_utils.training.run_config import RunConfig
+from train_val_utils.tune.evolve import load_search_space, run_evolve
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = "lr0: {low: 0.001, high: 0.05, log: true}\nmomentum: {low: 0.8, high: 0.95}\n"

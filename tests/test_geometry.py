@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from train_val_utils.geometry import (
+from build_utils.geometry import (
     IOU_KINDS,
     bbox_iou,
     box_iou,
@@ -22,7 +22,7 @@ from train_val_utils.geometry import (
     xyxy2xywh,
     xyxy2xywhn,
 )
-from train_val_utils.hyp import STRING_KEYS
+from build_utils.hyp import STRING_KEYS
 
 
 def test_conversions_round_trip_and_values() -> None:
@@ -108,7 +108,7 @@ def test_iou_kinds_are_one_list_shared_with_hyp_validation() -> None:
 @pytest.mark.parametrize("h0,w0,new_shape,auto", [(333, 517, 416, False), (517, 333, 416, False),
                                                   (333, 517, 416, True), (101, 77, (320, 416), False)])
 def test_scale_coords_inverts_letterbox(h0: int, w0: int, new_shape, auto: bool) -> None:
-    augment = pytest.importorskip("build_utils.augment", reason="letterbox not there yet")
+    augment = pytest.importorskip("build_utils.dataset.augment", reason="letterbox not there yet")
     img = np.zeros((h0, w0, 3), np.uint8)
     x1, y1, x2, y2 = w0 // 5, h0 // 4, w0 * 3 // 5, h0 * 4 // 5
     img[y1:y2, x1:x2] = 255

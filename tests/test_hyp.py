@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from build_utils.errors import HypError
-from train_val_utils.hyp import (
+from build_utils.hyp import (
     DEFAULT_HYP,
     REQUIRED_KEYS,
     SECTIONS,

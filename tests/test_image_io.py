@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from build_utils.dataset.image_io import is_image_file, read_image, sniff_image_format
+from build_utils.dataset.labels import verify_pair
 from build_utils.errors import DatasetError
-from build_utils.image_io import is_image_file, read_image, sniff_image_format
-from build_utils.labels import verify_pair
 
 
 def _exif_orientation_segment(orientation: int) -> bytes:

@@ -10,7 +10,7 @@ import torch
 from test_train_runs import ENV, _train_cmd, shapes  # noqa: F401 (fixture)
 
 from modules.checkpoint import load_checkpoint
-from train_val_utils.image_weights import ImageWeightSampler, class_frequency_weights, image_weights
+from train_val_utils.training.image_weights import ImageWeightSampler, class_frequency_weights, image_weights
 
 
 def imbalanced_labels() -> list[np.ndarray]:

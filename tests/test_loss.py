@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from build_utils.cfg_edit import rewrite_cfg_classes
+from build_utils.hyp import load_hyp, loss_hyp
 from data.scripts.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
 from modules.model import DarkNet
-from train_val_utils.hyp import load_hyp, loss_hyp
 from train_val_utils.loss import FocalLoss, YoloLoss, build_targets, smooth_BCE
 
 # ---------------------------------------------------------------- focal loss, smoothing

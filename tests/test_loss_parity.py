@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from build_utils.hyp import load_hyp
 from modules.model import DarkNet
 from modules.weights import load_darknet_weights
-from train_val_utils.hyp import load_hyp
 from train_val_utils.loss import YoloLoss
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from train_val_utils.metrics import ConfusionMatrix, ap_101, ap_per_class, match_predictions
+from train_val_utils.evaluation.metrics import ConfusionMatrix, ap_101, ap_per_class, match_predictions
 
 
 def test_ap_101_hand_computed() -> None:

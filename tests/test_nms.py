@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train_val_utils.nms import (
+from train_val_utils.evaluation.nms import (
     MAX_WH,
     _greedy_rounds_torch,
     batched_nms_torch,

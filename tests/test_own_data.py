@@ -15,6 +15,7 @@ from PIL import Image
 from build_utils.cfg_edit import mask_problems, partition_masks
 from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import ConfigError, UserError
+from build_utils.hyp import OptimizerHyp
 from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text
 from modules.checkpoint import (
     build_checkpoint,
@@ -25,9 +26,8 @@ from modules.checkpoint import (
 )
 from modules.loading import load_model
 from modules.model import DarkNet
-from train_val_utils.ema import ModelEMA
-from train_val_utils.hyp import OptimizerHyp
-from train_val_utils.optim import optimizer_steps, warmup_accumulate, warmup_iterations
+from train_val_utils.training.ema import ModelEMA
+from train_val_utils.training.optim import optimizer_steps, warmup_accumulate, warmup_iterations
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "cfg" / "yolov3-tiny.cfg"
@@ -256,7 +256,7 @@ def test_deployable_best_pt_is_small_fp16_and_loads(tmp_path):
         ref, got = ema.eval()(x)[0], model(x)[0]
     assert torch.allclose(ref[..., 4:], got[..., 4:], atol=2e-2)  # fp16 rounding of the weights only
     fresh = DarkNet(TINY)
-    from train_val_utils.train_setup import load_start_weights
+    from train_val_utils.training.train_setup import load_start_weights
 
     load_start_weights(fresh, str(best))  # fine-tuning from best.pt reads the fp16 weights
     assert fresh.state_dict()["module_list.0.conv.weight"].dtype == torch.float32

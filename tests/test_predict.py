@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import predict
-from build_utils.augment import letterbox
-from build_utils.image_io import read_image
+from build_utils.dataset.augment import letterbox
+from build_utils.dataset.image_io import read_image
+from build_utils.geometry import box_iou, scale_coords
 from modules.loading import load_model
-from train_val_utils.detections_io import summary_text, yolo_lines_from_xyxy
-from train_val_utils.geometry import box_iou, scale_coords
-from train_val_utils.nms import non_max_suppression
+from train_val_utils.evaluation.nms import non_max_suppression
+from train_val_utils.predict.detections_io import summary_text, yolo_lines_from_xyxy
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CFG = REPO / "cfg" / "yolov3-tiny.cfg"

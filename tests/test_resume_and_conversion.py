@@ -17,8 +17,8 @@ import train
 from build_utils.errors import WeightsError
 from modules.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
 from modules.model import DarkNet
-from train_val_utils.run_config import resolve_run_config
-from train_val_utils.train_setup import load_start_weights
+from train_val_utils.training.run_config import resolve_run_config
+from train_val_utils.training.train_setup import load_start_weights
 
 DEMO_CFG = "cfg/yolov3-demo.cfg"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from build_utils.errors import DatasetError
-from train_val_utils.predict_sources import FramePrefetcher, resolve_source
+from train_val_utils.predict.sources import FramePrefetcher, resolve_source
 
 
 def _write_jpg(path: Path, h: int, w: int, value: int) -> None:
@@ -43,7 +43,7 @@ def messy_folder(tmp_path: Path) -> Path:
 
 def test_folder_reports_bad_files_and_keeps_going(messy_folder: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="train_val_utils.predict_sources"):
+    with caplog.at_level(logging.WARNING, logger="train_val_utils.predict.sources"):
         spec = resolve_source(messy_folder)
         loader = FramePrefetcher(spec, maxsize=2)
         frames = list(loader)

@@ -17,8 +17,8 @@ import predict
 from build_utils.cli import run_cli
 from build_utils.errors import DatasetError
 from tests.test_sources import _write_jpg, write_video
-from train_val_utils.predict_sources import FramePrefetcher, resolve_source
-from train_val_utils.stream_reader import LatestFrameReader
+from train_val_utils.predict.sources import FramePrefetcher, resolve_source
+from train_val_utils.predict.stream_reader import LatestFrameReader
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -16,13 +16,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
+from build_utils.hyp import load_hyp
 from modules.checkpoint import load_checkpoint
 from modules.model import DarkNet
-from train_val_utils.distributed_utils import DistInfo
 from train_val_utils.engine import NonFiniteLossError, StepSchedule, TrainKit, train_one_epoch
-from train_val_utils.hyp import load_hyp
 from train_val_utils.loss import YoloLoss
-from train_val_utils.optim import build_optimizer
+from train_val_utils.training.distributed_utils import DistInfo
+from train_val_utils.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from build_utils.augment import letterbox
-from build_utils.image_io import read_image
+from build_utils.dataset.augment import letterbox
+from build_utils.dataset.image_io import read_image
+from build_utils.geometry import box_iou
 from modules.model import DarkNet
 from modules.weights import load_darknet_weights
 from train_val_utils.engine import EvalOptions
-from train_val_utils.geometry import box_iou
-from train_val_utils.nms import merge_boxes, non_max_suppression
-from train_val_utils.tta import View, augment_view, deaugment, tta_forward
+from train_val_utils.evaluation.nms import merge_boxes, non_max_suppression
+from train_val_utils.evaluation.tta import View, augment_view, deaugment, tta_forward
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -100,7 +100,7 @@ def test_flags_take_effect(tmp_path: Path, tiny_weights: Path, mini: Path, repo_
 def test_valid_json_scores_against_original_coco_ids(tmp_path: Path, tiny_weights: Path, mini: Path,
                                                      repo_root: Path) -> None:
     """A dataset converted from COCO is scored against its JSON (real image and category ids)."""
-    from train_val_utils.coco_eval import coco_gt_from_labels
+    from train_val_utils.evaluation.coco_eval import coco_gt_from_labels
 
     data = write_data(tmp_path, mini, repo_root)
     args = base_args(tiny_weights, repo_root, data, tmp_path / "runs") + ["--img-size", "320", "--no-plots"]
@@ -152,7 +152,7 @@ def test_plot_images_draws_labels_and_predictions(tmp_path: Path) -> None:
     import numpy as np
     import torch
 
-    from train_val_utils.plots import plot_images, predictions_to_targets
+    from train_val_utils.evaluation.plots import plot_images, predictions_to_targets
 
     imgs = torch.zeros(3, 3, 64, 96, dtype=torch.uint8)
     targets = torch.tensor([[1, 2, 0.5, 0.5, 0.5, 0.5]])  # one box in image 1

@@ -156,8 +156,8 @@ def test_load_model_pt_prefers_ema_and_weights_need_cfg(repo_root, tmp_path, tin
 
 
 def _letterbox(img: np.ndarray, size: int) -> np.ndarray:
-    if importlib.util.find_spec("build_utils.augment") is not None:
-        from build_utils.augment import letterbox
+    if importlib.util.find_spec("build_utils.dataset.augment") is not None:
+        from build_utils.dataset.augment import letterbox
 
         return letterbox(img, size, auto=False)[0]
     import cv2
@@ -172,8 +172,8 @@ def _letterbox(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def _detected_classes(pred: torch.Tensor, conf: float) -> set[int]:
-    if importlib.util.find_spec("train_val_utils.nms") is not None:
-        from train_val_utils.nms import non_max_suppression
+    if importlib.util.find_spec("train_val_utils.evaluation.nms") is not None:
+        from train_val_utils.evaluation.nms import non_max_suppression
 
         det = non_max_suppression(pred, conf_thres=conf, iou_thres=0.45)[0]
         return {int(c) for c in det[:, 5]}

@@ -30,9 +30,11 @@ from torch import nn
 from tqdm import tqdm
 
 from build_utils.errors import UserError
+from build_utils.geometry import scale_coords
+from build_utils.hyp import OptimizerHyp
 from build_utils.torch_utils import time_sync
 from modules.backends import input_dtype
-from train_val_utils.coco_eval import (
+from train_val_utils.evaluation.coco_eval import (
     STAT_NAMES,
     coco_gt_from_labels,
     default_cache_dir,
@@ -40,14 +42,18 @@ from train_val_utils.coco_eval import (
     evaluate_coco,
     image_ids_from_json,
 )
-from train_val_utils.distributed_utils import DistInfo, reduce_sum
-from train_val_utils.geometry import scale_coords
-from train_val_utils.hyp import OptimizerHyp
-from train_val_utils.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from train_val_utils.nms import NMS_MODES, non_max_suppression
-from train_val_utils.optim import apply_warmup, warmup_accumulate
-from train_val_utils.reporting import LOSS_KEYS, epoch_bar_text, epoch_header, results_table, speed_line
-from train_val_utils.tta import tta_forward
+from train_val_utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
+from train_val_utils.evaluation.nms import NMS_MODES, non_max_suppression
+from train_val_utils.evaluation.reporting import (
+    LOSS_KEYS,
+    epoch_bar_text,
+    epoch_header,
+    results_table,
+    speed_line,
+)
+from train_val_utils.evaluation.tta import tta_forward
+from train_val_utils.training.distributed_utils import DistInfo, reduce_sum
+from train_val_utils.training.optim import apply_warmup, warmup_accumulate
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +284,7 @@ def run_detection(model: nn.Module, dataloader: Any, device: torch.device, optio
 
 def _plot_first_batch(plot_dir: Path, names: list[str]) -> Callable[..., None]:
     def draw(imgs: torch.Tensor, targets: torch.Tensor, paths: Any, out: list[torch.Tensor]) -> None:
-        from train_val_utils.plots import plot_images, predictions_to_targets
+        from train_val_utils.evaluation.plots import plot_images, predictions_to_targets
 
         plot_images(imgs, targets, paths, str(plot_dir / "val_batch0_labels.jpg"), names)
         plot_images(imgs, predictions_to_targets(out, imgs.shape[2:]), paths,
@@ -287,7 +293,7 @@ def _plot_first_batch(plot_dir: Path, names: list[str]) -> Callable[..., None]:
 
 
 def _plot_metrics(ap: Any, confusion: np.ndarray, plot_dir: Path, names: list[str]) -> None:
-    from train_val_utils.plots import plot_confusion_matrix, plot_curves
+    from train_val_utils.evaluation.plots import plot_confusion_matrix, plot_curves
 
     plot_curves(ap, plot_dir, names)
     plot_confusion_matrix(confusion, plot_dir, names)

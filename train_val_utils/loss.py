@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from build_utils.geometry import bbox_iou, wh_iou
+from build_utils.hyp import LossHyp, loss_hyp
 from build_utils.torch_utils import unwrap_model
-from train_val_utils.geometry import bbox_iou, wh_iou
-from train_val_utils.hyp import LossHyp, loss_hyp
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from build_utils.atomic import remove_stale_temp_files
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.errors import ConfigError, DiskFullError, UserError
+from build_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import unwrap_model
@@ -37,18 +38,17 @@ from modules.checkpoint import (
 )
 from modules.loading import load_model
 from modules.model import DarkNet
-from train_val_utils.distributed_utils import DistInfo, barrier, broadcast_object
-from train_val_utils.ema import ModelEMA
 from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
-from train_val_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
-from train_val_utils.image_weights import ImageWeightSampler
 from train_val_utils.loss import YoloLoss
-from train_val_utils.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
-from train_val_utils.plot_queue import PlotQueue
-from train_val_utils.run_config import RunConfig
-from train_val_utils.run_logger import RunLogger, write_args_yaml
-from train_val_utils.train_plots import plot_labels, plot_results
-from train_val_utils.train_setup import freeze_layers, load_start_weights
+from train_val_utils.training.distributed_utils import DistInfo, barrier, broadcast_object
+from train_val_utils.training.ema import ModelEMA
+from train_val_utils.training.image_weights import ImageWeightSampler
+from train_val_utils.training.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
+from train_val_utils.training.plot_queue import PlotQueue
+from train_val_utils.training.run_config import RunConfig
+from train_val_utils.training.run_logger import RunLogger, write_args_yaml
+from train_val_utils.training.train_plots import plot_labels, plot_results
+from train_val_utils.training.train_setup import freeze_layers, load_start_weights
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class Trainer:
         return {**losses, "lr": lr}, time.time() - start
 
     def _plot_train_batch(self, ni: int, imgs: torch.Tensor, targets: torch.Tensor, paths: Any) -> None:
-        from train_val_utils.plots import plot_images
+        from train_val_utils.evaluation.plots import plot_images
 
         self.plots.submit(plot_images, imgs.detach().cpu().float(), targets.detach().cpu(), paths,
                           str(self.save_dir / f"train_batch{ni}.jpg"), list(self.names))

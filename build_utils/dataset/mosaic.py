@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from build_utils.augment import random_affine
-from train_val_utils.geometry import clip_coords, xywhn2xyxy
-from train_val_utils.hyp import AugmentHyp
+from build_utils.dataset.augment import random_affine
+from build_utils.geometry import clip_coords, xywhn2xyxy
+from build_utils.hyp import AugmentHyp
 
 
 def _place(canvas: np.ndarray, img: np.ndarray, quadrant: int, xc: int, yc: int) -> tuple[int, int]:

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import yaml
 
 from build_utils.errors import HypError
+from build_utils.geometry import IOU_KINDS
 from build_utils.text_io import load_yaml_text, read_utf8
-from train_val_utils.geometry import IOU_KINDS
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import glob
 import os
 from pathlib import Path
 
+from build_utils.dataset.image_io import is_image_file
 from build_utils.errors import DatasetError
-from build_utils.image_io import is_image_file
 
 
 def read_list_file(list_path: Path) -> list[Path]:

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import torch
 
-from train_val_utils.geometry import box_iou, xywh2xyxy
+from build_utils.geometry import box_iou, xywh2xyxy
 
 logger = logging.getLogger(__name__)
 

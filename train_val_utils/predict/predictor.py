@@ -2,7 +2,7 @@
 
 Three stages run at once: a prefetch thread decodes and letterboxes (`predict_sources.py`), the
 calling thread runs the model and NMS, and a writer thread draws and saves
-(`train_val_utils.detections_io`). Consecutive frames with the same letterboxed shape are batched
+(`train_val_utils.predict.detections_io`). Consecutive frames with the same letterboxed shape are batched
 up to `batch_size`; letterboxing pads only to the next multiple of the stride (`auto=True`), so a
 4:3 photo at 416 runs at 416x320 instead of 416x416.
 """
@@ -19,14 +19,14 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from build_utils.augment import letterbox
+from build_utils.dataset.augment import letterbox
+from build_utils.geometry import scale_coords
 from build_utils.torch_utils import time_sync
 from modules.backends import Backend, input_dtype
-from train_val_utils.detections_io import ResultWriter, summary_text
-from train_val_utils.geometry import scale_coords
-from train_val_utils.nms import non_max_suppression
-from train_val_utils.predict_sources import Frame, FramePrefetcher, SourceSpec
-from train_val_utils.tta import tta_forward
+from train_val_utils.evaluation.nms import non_max_suppression
+from train_val_utils.evaluation.tta import tta_forward
+from train_val_utils.predict.detections_io import ResultWriter, summary_text
+from train_val_utils.predict.sources import Frame, FramePrefetcher, SourceSpec
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from build_utils.errors import ConfigError, UserError
-from train_val_utils.distributed_utils import DistInfo
-from train_val_utils.hyp import SCHEMA, validate_hyp
-from train_val_utils.run_config import RunConfig
+from build_utils.hyp import SCHEMA, validate_hyp
+from train_val_utils.training.distributed_utils import DistInfo
+from train_val_utils.training.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def run_evolve(run: RunConfig, base_hyp: dict[str, Any], space: list[SearchKey],
                dist_info: DistInfo, n_trials: int, storage: str | None = None, study_name: str | None = None,
                sampler: str = "tpe", pruner: Any = None) -> Any:
     """Run `n_trials` trials of the study (created or continued); returns the Optuna study."""
-    from train_val_utils.evolve_report import write_outputs
+    from train_val_utils.tune.evolve_report import write_outputs
 
     import_optuna()
     if dist_info.distributed:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from build_utils.atomic import atomic_write
-from train_val_utils.hyp import validate_hyp
+from build_utils.hyp import validate_hyp
 
 logger = logging.getLogger(__name__)
 

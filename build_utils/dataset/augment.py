@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from train_val_utils.geometry import clip_coords
+from build_utils.geometry import clip_coords
 
 GREY = (114, 114, 114)
 

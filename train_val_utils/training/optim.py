@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from train_val_utils.hyp import OptimizerHyp, optimizer_hyp
+from build_utils.hyp import OptimizerHyp, optimizer_hyp
 
 logger = logging.getLogger(__name__)
 

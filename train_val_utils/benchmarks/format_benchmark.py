@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from build_utils.dataset.img_list import list_image_files
 from build_utils.datasets import validation_loader
 from build_utils.errors import ConfigError
-from build_utils.img_list import list_image_files
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device

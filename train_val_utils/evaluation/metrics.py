@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from train_val_utils.geometry import box_iou
+from build_utils.geometry import box_iou
 
 logger = logging.getLogger(__name__)
 

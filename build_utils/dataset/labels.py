@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from build_utils.dataset.image_io import HEAD_BYTES, read_image, sniff_image_format, undecodable_reason
 from build_utils.errors import DatasetError
-from build_utils.image_io import HEAD_BYTES, read_image, sniff_image_format, undecodable_reason
-from train_val_utils.geometry import clip_coords, xywh2xyxy, xyxy2xywh
+from build_utils.geometry import clip_coords, xywh2xyxy, xyxy2xywh
 
 LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = 3

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from build_utils.drawing import class_color, draw_box
-from train_val_utils.geometry import xyxy2xywhn
+from build_utils.geometry import xyxy2xywhn
 
 logger = logging.getLogger(__name__)
 

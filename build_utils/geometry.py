@@ -96,7 +96,7 @@ def scale_coords(
 
     `ratio_pad` is the dataset's `shapes[i][1]` = `((h/h0, w/w0), (pad_w, pad_h))`; it carries the exact
     per-axis ratios and paddings of the letterbox that made the image. Without it they are recomputed
-    the way `build_utils.augment.letterbox` does (one gain, centred padding, left/top rounded down).
+    the way `build_utils.dataset.augment.letterbox` does (one gain, centred padding, left/top rounded down).
     """
     if ratio_pad is None:
         gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])

@@ -33,10 +33,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from build_utils.dataset.image_io import decode_image_bytes, is_image_file, read_image
+from build_utils.dataset.img_list import read_list_file
 from build_utils.errors import DatasetError
-from build_utils.image_io import decode_image_bytes, is_image_file, read_image
-from build_utils.img_list import read_list_file
-from train_val_utils.stream_reader import LatestFrameReader
+from train_val_utils.predict.stream_reader import LatestFrameReader
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from build_utils.drawing import class_color, draw_box
-from train_val_utils.geometry import xywh2xyxy, xyxy2xywh
+from build_utils.geometry import xywh2xyxy, xyxy2xywh
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def plot_images(imgs: torch.Tensor, targets: torch.Tensor, paths: Sequence[str] 
 
 def plot_curves(ap: Any, save_dir: Path, names: Sequence[str]) -> None:
     """PR_curve.png (precision vs recall at IoU 0.5) and F1_curve.png (F1 vs confidence), per class + mean."""
-    from train_val_utils.metrics import CONF_POINTS, RECALL_POINTS
+    from train_val_utils.evaluation.metrics import CONF_POINTS, RECALL_POINTS
 
     plt = _pyplot()
     seen = np.nonzero(ap.n_gt > 0)[0]

@@ -1,0 +1,15 @@
+"""Training plumbing that `train_val_utils.trainer.Trainer` strings into a run.
+
+- `run_config.py`: the frozen `RunConfig` of every train.py option and its resume merge.
+- `resume.py`: the resume policy: what may change on resume, finding the last run, the resume command.
+- `train_setup.py`: run folder, logging, seeding, model, data and loss built for a run.
+- `optim.py`: parameter groups, optimizer, LR schedule, warm-up and gradient accumulation.
+- `ema.py`: the exponential moving average of the weights.
+- `image_weights.py`: class-frequency image sampling (`--image-weights`).
+- `distributed_utils.py`: torchrun/DDP set-up and rank-0-only helpers.
+- `run_logger.py`: results.csv, TensorBoard and the console lines of a run.
+- `plot_queue.py`, `train_plots.py`: plots drawn on one background thread, the training curves.
+
+Imports: `build_utils`, `modules`, `train_val_utils.evaluation` and this sub-package; never the entry
+points (`engine`, `trainer`, `loss`) or `predict`, `tune`, `benchmarks`.
+"""
