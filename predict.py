@@ -33,6 +33,7 @@ from build_utils.torch_utils import select_device
 from modules.backends import Backend, load_backend
 from modules.loading import default_img_size
 from train_val_utils.evaluation.nms import NMS_MODES
+from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.predict.detections_io import ResultWriter
 from train_val_utils.predict.predictor import PredictOptions, PredictStats, run_predict
 from train_val_utils.predict.sources import resolve_source
@@ -54,8 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--img-size", type=int, default=None,
                         help="inference size in pixels (longest side); None = the model's training size "
                              "(a .pt or an export records it), else 416")
-    parser.add_argument("--conf-thres", type=float, default=0.25, help="minimum score (objectness x class)")
-    parser.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    parser.add_argument("--conf-thres", type=float, default=DEPLOY_CONF_THRES,
+                        help="minimum score (objectness x class)")
+    parser.add_argument("--iou-thres", type=float, default=DEPLOY_IOU_THRES, help="NMS IoU threshold")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
     parser.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=False,
                         help="suppress overlapping boxes across classes")

@@ -21,9 +21,9 @@ import torch
 
 from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import UserError
-from modules.checkpoint import resume_command
 from train_val_utils.trainer import Trainer
 from train_val_utils.training.distributed_utils import cleanup_distributed, init_distributed
+from train_val_utils.training.resume import resume_command
 from train_val_utils.training.run_config import resolve_run_config
 
 logger = logging.getLogger("train")

@@ -39,6 +39,7 @@ from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from train_val_utils.benchmarks.study import DEFAULT_STUDY_SIZES
 from train_val_utils.evaluation.nms import NMS_MODES
+from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 
 logger = logging.getLogger("validation")
 
@@ -55,8 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=None,
                    help="inference size (pixels, multiple of 32); None = the .pt's training size, else 416")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward")
-    p.add_argument("--conf-thres", type=float, default=0.001, help="drop detections scoring below this")
-    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--conf-thres", type=float, default=EVAL_CONF_THRES,
+                   help="drop detections scoring below this")
+    p.add_argument("--iou-thres", type=float, default=EVAL_IOU_THRES, help="NMS IoU threshold")
     p.add_argument("--task", choices=("val", "study", "speed"), default="val",
                    help="val: score once; study: mAP and ms/img over --study-sizes; speed: timing only")
     p.add_argument("--study-sizes", type=int, nargs="+", default=list(DEFAULT_STUDY_SIZES),

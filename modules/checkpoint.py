@@ -4,8 +4,8 @@ A checkpoint is a dict of tensors and plain Python types only (docs/architecture
 .pt"), so it is read with `torch.load(..., weights_only=True)`: a file carrying a pickled object is
 refused, never executed. Everything needed to continue a run bit for bit travels in that one dict:
 model, EMA, optimizer, GradScaler, LR scheduler, epoch, best fitness, the RNG states of torch, CUDA,
-numpy and Python, the results rows and the options. The rules of `--resume` (which options a resumed
-run may change) live here too, next to the state they restore.
+numpy and Python, the results rows and the options. What `--resume` may change, finding the run to
+resume and the resume command are the trainer's policy: `train_val_utils/training/resume.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import pickle
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from build_utils.atomic import atomic_write
-from build_utils.errors import UserError, WeightsError
+from build_utils.errors import WeightsError
 from build_utils.torch_utils import unwrap_model
 
 logger = logging.getLogger(__name__)
@@ -247,18 +247,6 @@ def build_checkpoint(model: nn.Module, ema: Any, optimizer: Any, scaler: Any, sc
     }
 
 
-def mark_finished(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The same checkpoint, flagged as a run whose finalisation (final evaluation, plots) completed."""
-    return {**ckpt, "finished": True}
-
-
-def epochs_done(ckpt: Mapping[str, Any], epochs: int) -> bool:
-    """True when a run of `epochs` epochs resumed from `ckpt` has no epoch left to train: all were
-    trained, or --patience stopped it early and `epochs` is not above the run's own count."""
-    stopped = bool(ckpt.get("early_stopped")) and epochs <= int((ckpt.get("options") or {}).get("epochs", 0))
-    return int(ckpt["epoch"]) + 1 >= epochs or stopped
-
-
 def deployable_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     """best.pt as deployed: one set of weights (the EMA, else the model) in float16, no optimizer,
     scaler, scheduler, EMA copy or RNG state (yolov3-tiny: ~17 MB instead of ~71 MB), as the classic
@@ -285,89 +273,3 @@ def restore_training_state(ckpt: dict[str, Any], model: nn.Module, ema: Any, opt
             obj.load_state_dict(ckpt[name])
     set_rng_state(ckpt["rng"])
     return int(ckpt["epoch"]) + 1, float(ckpt["best_fitness"])
-
-
-# Options a resumed run may change; everything else comes from the checkpoint.
-RESUME_CHANGEABLE = ("device", "workers", "batch_size", "epochs", "resume", "verbose")
-
-
-def is_unfinished(path: Path) -> bool:
-    """True when the run of the last.pt at `path` can be resumed: epochs left, or its finalisation
-    (final evaluation, plots) never completed. Read memory-mapped: no full load."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
-        return False
-    if not isinstance(ckpt, dict) or (ckpt.get("options") or {}).get("epochs") is None:
-        return False
-    if "finished" in ckpt:  # written by this version: False until finalize() completed
-        return not ckpt["finished"]
-    return not epochs_done(ckpt, int(ckpt["options"]["epochs"]))  # older files: epochs left
-
-
-def find_last_checkpoint(project: str | Path) -> Path:
-    """The newest last.pt under `project` (runs/train) whose run is unfinished; logs which one."""
-    found = sorted(Path(project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if not found:
-        raise UserError(f"--resume: no */weights/last.pt under {project}; pass the checkpoint path, "
-                        "e.g. --resume runs/train/exp/weights/last.pt")
-    for path in found:
-        if is_unfinished(path):
-            logger.info("--resume: newest unfinished run under %s is %s", project, path)
-            return path
-    raise UserError(f"--resume: every run under {project} has finished its epochs (newest: {found[0]}); "
-                    f"continue one with --resume {found[0]} --epochs N (more epochs), or fine-tune from it "
-                    "with --weights")
-
-
-def resume_command(last: Path) -> str:
-    """What the `interrupted` line prints: the exact command that continues this run."""
-    if last.is_file():
-        return f"resume with: python train.py --resume {last}"
-    return (f"no epoch finished yet ({last} not written), so there is nothing to resume; run the same "
-            "train.py command again")
-
-
-def _is_default(key: str, value: Any, defaults: dict[str, Any]) -> bool:
-    return key in defaults and value == defaults[key]
-
-
-def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defaults: dict[str, Any],
-                   ignore: Iterable[str] = ()) -> dict[str, Any]:
-    """The original run's options with the whitelisted changes from this command line.
-
-    A run whose epochs are all done but whose finalisation was interrupted (killed after its last
-    save) is accepted: the trainer then only finalises. Refuses a finished run, a different cfg or
-    data, fewer epochs, and any other changed option
-    (it would silently not apply, or break the bit-exact continuation).
-    """
-    saved = dict(ckpt.get("options") or {})
-    if not saved:
-        raise UserError(f"{path}: not a training checkpoint (no options); use it with --weights to fine-tune")
-    if "optimizer" in ckpt and ckpt["optimizer"] is None:  # best.pt (stripped or deployable)
-        last = path.parent / "last.pt"
-        where = f"resume from {last}, or " if last.is_file() and last != path else ""
-        raise UserError(f"{path}: holds deployable weights only (no optimizer state); {where}fine-tune "
-                        "from it with --weights")
-    changed = [k for k, v in given.items() if k not in RESUME_CHANGEABLE and k not in ignore
-               and not _is_default(k, v, defaults) and k in saved and saved[k] != v]
-    if changed:
-        detail = ", ".join(f"--{k.replace('_', '-')} {given[k]!r} (run has {saved[k]!r})" for k in changed)
-        what = "a different cfg or data" if {"cfg", "data"} & set(changed) else "changed options"
-        raise UserError(f"{path}: --resume with {what}: {detail}; only "
-                        f"{', '.join('--' + k.replace('_', '-') for k in RESUME_CHANGEABLE[:4])} may change "
-                        "(epochs upward). Start a new run with --weights to train on something else")
-    merged = dict(saved)
-    for key in ("device", "workers", "batch_size", "epochs", "verbose"):
-        if key in given and not _is_default(key, given[key], defaults):
-            merged[key] = given[key]
-    if merged["epochs"] < saved["epochs"]:
-        raise UserError(f"{path}: --epochs {merged['epochs']} is below the run's {saved['epochs']}; "
-                        "epochs may only grow on resume")
-    # checkpoints written before the `finished` flag existed count as finished, as they did then
-    if epochs_done(ckpt, merged["epochs"]) and ckpt.get("finished", True):
-        how = ("stopped early (--patience)" if int(ckpt["epoch"]) + 1 < merged["epochs"]
-               else f"trained all {merged['epochs']} epochs")
-        raise UserError(f"{path}: this run already finished: it {how} and completed its final evaluation; "
-                        "pass a larger --epochs to continue it, or fine-tune from it with --weights")
-    return merged

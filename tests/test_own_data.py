@@ -17,17 +17,12 @@ from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import ConfigError, UserError
 from build_utils.hyp import OptimizerHyp
 from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text
-from modules.checkpoint import (
-    build_checkpoint,
-    deployable_checkpoint,
-    find_last_checkpoint,
-    resume_options,
-    save_checkpoint,
-)
+from modules.checkpoint import build_checkpoint, deployable_checkpoint, save_checkpoint
 from modules.loading import load_model
 from modules.model import DarkNet
 from train_val_utils.training.ema import ModelEMA
 from train_val_utils.training.optim import optimizer_steps, warmup_accumulate, warmup_iterations
+from train_val_utils.training.resume import find_last_checkpoint, resume_options
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "cfg" / "yolov3-tiny.cfg"
@@ -300,7 +295,7 @@ def test_class_mismatch_error_cites_the_line_and_a_command_that_runs(tmp_path):
 
 
 def test_interrupted_line_names_the_resume_command(tmp_path):
-    from modules.checkpoint import resume_command
+    from train_val_utils.training.resume import resume_command
 
     last = tmp_path / "last.pt"
     assert "nothing to resume" in resume_command(last)

@@ -14,9 +14,10 @@ import torch
 import train
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.errors import UserError
-from modules.checkpoint import resume_options, rng_state, save_checkpoint, set_rng_state
+from modules.checkpoint import rng_state, save_checkpoint, set_rng_state
 from modules.model import DarkNet
 from modules.weights import save_darknet_weights
+from train_val_utils.training.resume import resume_options
 from train_val_utils.training.train_setup import backbone_end, freeze_layers, load_start_weights
 
 REPO = Path(__file__).resolve().parents[1]

@@ -51,6 +51,7 @@ from train_val_utils.evaluation.reporting import (
     results_table,
     speed_line,
 )
+from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 from train_val_utils.evaluation.tta import tta_forward
 from train_val_utils.training.distributed_utils import DistInfo, reduce_sum
 from train_val_utils.training.optim import apply_warmup, warmup_accumulate
@@ -225,8 +226,8 @@ class EvalOptions:
     test-time-augmented forward (`tta.py`); `nms` is `plain` or `merge` (merge-NMS, `nms.merge_boxes`).
     """
 
-    conf_thres: float = 0.001
-    iou_thres: float = 0.6
+    conf_thres: float = EVAL_CONF_THRES
+    iou_thres: float = EVAL_IOU_THRES
     plots: bool = False
     save_json: bool = False
     verbose: bool = False

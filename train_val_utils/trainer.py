@@ -31,8 +31,6 @@ from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import (
     build_checkpoint,
     deployable_checkpoint,
-    epochs_done,
-    mark_finished,
     restore_training_state,
     save_checkpoint,
 )
@@ -45,6 +43,7 @@ from train_val_utils.training.ema import ModelEMA
 from train_val_utils.training.image_weights import ImageWeightSampler
 from train_val_utils.training.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
 from train_val_utils.training.plot_queue import PlotQueue
+from train_val_utils.training.resume import mark_finished, only_finalisation_left
 from train_val_utils.training.run_config import RunConfig
 from train_val_utils.training.run_logger import RunLogger, write_args_yaml
 from train_val_utils.training.train_plots import plot_labels, plot_results
@@ -98,7 +97,7 @@ class Trainer:
         self._setup_optimization()
         self._setup_data()
         self.start_epoch, self.best_fitness, rows = 0, -1.0, []
-        self.finalize_only = ckpt is not None and epochs_done(ckpt, run.epochs)
+        self.finalize_only = ckpt is not None and only_finalisation_left(ckpt, run.epochs)
         # what last.pt holds now (re-saved with finished=True at the end of finalize) and its epoch
         self.last_ckpt = ckpt if self.finalize_only else None
         self.saved_epoch: int | None = int(ckpt["epoch"]) if ckpt is not None else None

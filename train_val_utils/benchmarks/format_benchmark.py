@@ -31,6 +31,7 @@ from modules.backends import Backend, export_metadata, load_backend
 from modules.loading import default_img_size, load_model
 from modules.quantize import quantize_int8
 from train_val_utils.engine import EvalOptions, evaluate
+from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ class BenchmarkOptions:
     device: str = "cpu"
     calib_images: int = 32  # train-split images for the int8 activation ranges
     workers: int = 0
-    conf_thres: float = 0.001
-    iou_thres: float = 0.6
+    conf_thres: float = EVAL_CONF_THRES
+    iou_thres: float = EVAL_IOU_THRES
     project: str = "runs/benchmark"
     name: str = "exp"
 

@@ -19,13 +19,15 @@ import torch
 from torch import nn
 
 from train_val_utils.engine import EvalOptions, evaluate, run_detection
+from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STUDY_SIZES = tuple(range(320, 641, 64))  # 320, 384, ..., 640
 STUDY_FIELDS = ("img_size", "map", "map50", "ms_per_img", "pre_ms", "inference_ms", "nms_ms")
 # `--task speed`: deployment thresholds (the classic test.py values), nothing written
-SPEED_OPTIONS = {"conf_thres": 0.25, "iou_thres": 0.45, "save_json": False, "plots": False}
+SPEED_OPTIONS = {"conf_thres": DEPLOY_CONF_THRES, "iou_thres": DEPLOY_IOU_THRES,
+                 "save_json": False, "plots": False}
 
 
 def run_study(model: nn.Module, make_loader: Callable[[int], Any], names: list[str], device: torch.device,

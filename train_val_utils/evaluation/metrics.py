@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from build_utils.geometry import box_iou
+from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,8 @@ class ConfusionMatrix:
     [pred, background].
     """
 
-    def __init__(self, nc: int, conf_thres: float = 0.25, iou_thres: float = 0.45) -> None:
+    def __init__(self, nc: int, conf_thres: float = DEPLOY_CONF_THRES,
+                 iou_thres: float = DEPLOY_IOU_THRES) -> None:
         self.nc, self.conf_thres, self.iou_thres = nc, conf_thres, iou_thres
         self.matrix = np.zeros((nc + 1, nc + 1), dtype=np.int64)
 

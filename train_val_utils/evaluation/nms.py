@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from build_utils.geometry import box_iou, xywh2xyxy
+from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +175,8 @@ def _candidates(x: torch.Tensor, conf_thres: float, multi_label: bool) -> torch.
 
 def non_max_suppression(
     pred: torch.Tensor,
-    conf_thres: float = 0.25,
-    iou_thres: float = 0.45,
+    conf_thres: float = DEPLOY_CONF_THRES,
+    iou_thres: float = DEPLOY_IOU_THRES,
     classes: list[int] | None = None,
     agnostic: bool = False,
     multi_label: bool = True,

@@ -14,6 +14,7 @@ import torch
 
 from build_utils.drawing import class_color, draw_box
 from build_utils.geometry import xywh2xyxy, xyxy2xywh
+from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def predictions_to_targets(out: Sequence[torch.Tensor], img_shape: Sequence[int]
 
 def plot_images(imgs: torch.Tensor, targets: torch.Tensor, paths: Sequence[str] | None, fname: str,
                 names: Sequence[str] | None = None, max_images: int = 16, max_size: int = 1920,
-                conf_thres: float = 0.25) -> np.ndarray:
+                conf_thres: float = DEPLOY_CONF_THRES) -> np.ndarray:
     """Save a mosaic of up to 16 images with their boxes; returns it (RGB).
 
     imgs: (bs, 3, H, W) uint8 or float in [0, 1]; targets: (N, 6) `[img_idx, cls, cx, cy, w, h]` normalised

@@ -24,6 +24,7 @@ from build_utils.geometry import scale_coords
 from build_utils.torch_utils import time_sync
 from modules.backends import Backend, input_dtype
 from train_val_utils.evaluation.nms import non_max_suppression
+from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.evaluation.tta import tta_forward
 from train_val_utils.predict.detections_io import ResultWriter, summary_text
 from train_val_utils.predict.sources import Frame, FramePrefetcher, SourceSpec
@@ -34,8 +35,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PredictOptions:
     img_size: int = 512
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
+    conf_thres: float = DEPLOY_CONF_THRES
+    iou_thres: float = DEPLOY_IOU_THRES
     classes: list[int] | None = None
     agnostic: bool = False
     max_det: int = 300

@@ -2,7 +2,7 @@
 
 Everything below `train.py` reads its settings from this one object; nothing edits the parsed
 arguments. On `--resume` the checkpoint's options win, except the few a resumed run may change
-(`modules`' resume rules); options added to the suite after a checkpoint was written take this
+(`resume.py`); options added to the suite after a checkpoint was written take this
 command line's values.
 """
 
@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from build_utils.errors import UserError
-from modules.checkpoint import find_last_checkpoint, load_checkpoint, resume_options
-
-# What runs trained before an option existed did, so resuming one continues it bit for bit
-# (channels_last is on by default now, but older checkpoints were trained in contiguous memory).
-BEFORE_THE_OPTION_EXISTED = {"channels_last": False, "compile": False, "image_weights": False}
+from modules.checkpoint import load_checkpoint
+from train_val_utils.training.resume import (
+    BEFORE_THE_OPTION_EXISTED,
+    find_last_checkpoint,
+    resume_options,
+)
 
 
 @dataclass(frozen=True)
