@@ -25,9 +25,9 @@ from build_utils.torch_utils import select_device
 from modules import export_utils
 from modules.backends import export_metadata
 from modules.loading import default_img_size, load_model
+from modules.model_fit import model_classes
 
 logger = logging.getLogger("export")
-REPO = Path(__file__).resolve().parent
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "darknet": ".weights", "pt": ".pt"}
 TOLERANCE = 1e-4  # max |exported - PyTorch| in float32, boxes in units of the input size
 
@@ -68,15 +68,14 @@ def output_path(args: argparse.Namespace) -> Path:
 
 
 def class_names_for(args: argparse.Namespace, names: list[str] | None, nc: int) -> list[str]:
-    if args.names:
-        return load_class_names(args.names)
-    if names is not None:
-        return names
-    if nc == 80 and (REPO / "data" / "coco.names").is_file():
-        logger.info("class names: data/coco.names (80 classes; pass --names to override)")
-        return load_class_names(REPO / "data" / "coco.names")
-    logger.warning("no class names known: storing the class indices; pass --names for real names")
-    return [str(i) for i in range(nc)]
+    """--names, else the model's names, else data/coco.names for 80 classes, else the class indices."""
+    given = load_class_names(args.names) if args.names else names
+    classes = model_classes(nc, given, None, names_source=args.names or args.weights,
+                            model_source=args.weights, coco_fallback=True)
+    if classes.names is None:
+        logger.warning("no class names known: storing the class indices; pass --names for real names")
+        return [str(i) for i in range(nc)]
+    return classes.names
 
 
 def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:

@@ -26,12 +26,12 @@ from build_utils.cli import (
     run_cli,
     setup_logging,
 )
-from build_utils.errors import DatasetError, UserError
+from build_utils.errors import DatasetError
 from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.backends import Backend, load_backend
-from modules.loading import default_img_size
+from modules.model_fit import ModelClasses, input_size, model_classes
 from train_val_utils.evaluation.nms import NMS_MODES
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.predict.detections_io import ResultWriter
@@ -112,42 +112,18 @@ def read_names(path: str) -> tuple[list[str], list[int] | None]:
 
 
 def prepare_backend(args: argparse.Namespace, device: torch.device,
-                    half: bool) -> tuple[Backend, list | None, list[int] | None]:
+                    half: bool) -> tuple[Backend, ModelClasses]:
     """The backend for --weights (a .pt/.weights model fused, float16 when `half`, channels_last; an
-    exported .onnx/.torchscript as it is), its class names or None, and the COCO category id of each
-    class (from --names' .data/YAML, else the .pt) or None."""
+    exported .onnx/.torchscript as it is), and its class names and COCO category ids (from --names' file,
+    .data or YAML, else what the model records), checked against its class count."""
     backend = load_backend(args.weights, args.cfg, device, half=half, fuse=True, channels_last=True)
-    names, category_ids = backend.names, backend.category_ids
+    names, category_ids, source = backend.names, backend.category_ids, args.weights
     if args.names:
         names, given_ids = read_names(args.names)
         category_ids = given_ids if given_ids is not None else category_ids
-    if names is not None and len(names) != backend.nc:
-        raise UserError(f"{args.names or args.weights}: {len(names)} class names but the model has "
-                        f"{backend.nc} classes; pass the names file the model was trained with")
-    if names is None:
-        logger.info("no class names (Darknet weights without --names): labels show class indices; "
-                    "pass --names data/coco.names for COCO weights")
-    if category_ids is not None and len(category_ids) != backend.nc:
-        raise UserError(f"{args.names or args.weights}: {len(category_ids)} category_ids for "
-                        f"{backend.nc} classes")
-    return backend, names, category_ids
-
-
-def inference_size(args: argparse.Namespace, backend: Backend) -> tuple[int, tuple[int, int] | None]:
-    """(--img-size or the training size, rounded up to the stride; a static export's (H, W) or None)."""
-    if backend.fixed_hw is not None:
-        h, w = backend.fixed_hw
-        if args.img_size is not None:
-            logger.warning("%s has a fixed input size: letterboxing every image to %dx%d (--img-size %d "
-                           "ignored; export with --dynamic for any size)", Path(args.weights).name, w, h,
-                           args.img_size)
-        return max(h, w), backend.fixed_hw
-    stride = backend.stride
-    requested = default_img_size(args.img_size, backend.img_size)
-    img_size = max(stride, -(-requested // stride) * stride)
-    if img_size != requested:
-        logger.warning("--img-size %d is not a multiple of %d; using %d", requested, stride, img_size)
-    return img_size, None
+        source = args.names
+    return backend, model_classes(backend.nc, names, category_ids, names_source=source,
+                                  model_source=args.weights)
 
 
 def log_summary(stats: PredictStats, img_size: int, save_dir: Path | None) -> None:
@@ -172,18 +148,20 @@ def main(args: argparse.Namespace) -> PredictStats:
     if args.half and not half:
         logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
     spec = resolve_source(args.source)
-    model, names, category_ids = prepare_backend(args, device, half)
-    img_size, fixed_hw = inference_size(args, model)
-    if fixed_hw is not None and args.augment:
-        raise UserError(f"{args.weights}: a fixed-size export cannot run --augment (it changes the input "
-                        "size); export with --dynamic, or use the .pt")
+    model, classes = prepare_backend(args, device, half)
+    size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
+                      model_source=Path(args.weights).name,
+                      size_changing="--augment" if args.augment else None)
+    names, img_size = classes.names, size.img_size
     saves = not args.nosave or args.save_txt or args.save_json
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok) if saves else None
-    opts = PredictOptions(img_size, args.conf_thres, args.iou_thres, args.classes, args.agnostic_nms,
-                          args.max_det, half, args.batch_size, args.augment, args.nms, fixed_hw)
+    opts = PredictOptions(img_size=img_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                          classes=args.classes, agnostic=args.agnostic_nms, max_det=args.max_det, half=half,
+                          batch_size=args.batch_size, augment=args.augment, nms=args.nms,
+                          fixed_hw=size.fixed_hw)
     writer = ResultWriter(save_dir, names, save_img=not args.nosave, save_txt=args.save_txt,
                           save_json=args.save_json, line_thickness=args.line_thickness,
-                          category_ids=category_ids)
+                          category_ids=classes.category_ids)
     stats = run_predict(model, names, spec, save_dir, opts, device, writer)
     log_summary(stats, img_size, save_dir)
     if stats.images == 0:

@@ -94,7 +94,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import validation_loader
     from modules.backends import load_backend
-    from modules.loading import default_img_size
+    from modules.model_fit import input_size, model_classes
     from train_val_utils.engine import EvalOptions, evaluate
     from train_val_utils.evaluation.reporting import record_map_text
 
@@ -105,25 +105,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.half and device.type != "cuda":
         logger.warning("--half needs CUDA; running in float32 on %s", device)
     model = load_backend(args.weights, args.cfg, device, half=args.half and device.type == "cuda", fuse=True)
-    if model.nc != len(names):
-        raise ConfigError(f"{args.data}: {len(names)} classes, but the model ({args.weights}) predicts "
-                          f"{model.nc}; pass the .data the model was trained with")
-    img_size, rect = default_img_size(args.img_size, model.img_size), args.rect
-    if model.fixed_hw is not None:
-        img_size, rect = max(model.fixed_hw), False
-        logger.warning("%s has a fixed input size: letterboxing every image to %dx%d without rect batches "
-                       "(export with --dynamic for any size)", Path(args.weights).name, model.fixed_hw[1],
-                       model.fixed_hw[0])
     category_ids = parse_category_ids(data.get("category_ids"), args.data)
+    classes = model_classes(model.nc, names, category_ids, names_source=args.data, model_source=args.weights)
+    size_changing = "--augment" if args.augment else "--task study" if args.task == "study" else None
+    size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
+                      model_source=Path(args.weights).name, size_changing=size_changing)
+    img_size, rect = size.img_size, args.rect and size.allows_rect
     coco_json = data.get("valid_json")
     if coco_json is not None and category_ids is None:
         raise ConfigError(f"{args.data}: valid_json= needs category_ids= (class index -> COCO category id)")
-    if category_ids is not None and len(category_ids) != len(names):
-        raise ConfigError(f"{args.data}: category_ids has {len(category_ids)} ids for {len(names)} classes")
-
-    if model.fixed_hw is not None and (args.augment or args.task == "study"):
-        raise ConfigError(f"{args.weights}: a fixed-size export cannot run --augment or --task study (they "
-                          "change the input size); export with --dynamic, or use the .pt")
 
     def make_loader(size: int) -> torch.utils.data.DataLoader:
         return validation_loader(data["valid"], size, args.batch_size, len(names), rect, args.workers,
@@ -131,7 +121,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
                           save_json=args.save_json, verbose=args.verbose, coco_json=coco_json,
-                          category_ids=category_ids, augment=args.augment, nms=args.nms)
+                          category_ids=classes.category_ids, augment=args.augment, nms=args.nms)
     if args.task == "speed":
         return run_speed_task(model, make_loader(img_size), device, options)
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)

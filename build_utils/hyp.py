@@ -25,6 +25,7 @@ import yaml
 
 from build_utils.errors import HypError
 from build_utils.geometry import IOU_KINDS
+from build_utils.project_files import locate
 from build_utils.text_io import load_yaml_text, read_utf8
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def load_hyp(path: str | Path) -> dict[str, Any]:
     file and lists each problem on its own line. Values are not yet scaled for the class count or
     image size: `loss.YoloLoss` does that.
     """
-    path = Path(path)
+    path = locate(path)
     if not path.is_file():
         raise HypError(f"{path}: hyperparameter file not found; pass --hyp cfg/hyp.yaml or a copy of it")
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from build_utils.data_yaml import is_data_yaml, parse_category_ids, parse_data_yaml
 from build_utils.errors import ConfigError
+from build_utils.project_files import PROJECT_ROOT, locate
 from build_utils.text_io import read_utf8
 
 # Value kinds: "int", "float", "ints" (always a list), "floats" (always a list), "str", "num" (int or float).
@@ -330,7 +331,7 @@ def parse_model_cfg(path: str | Path) -> list[dict[str, Any]]:
 
 def read_cfg_text(path: str | Path) -> str:
     """The text of a `.cfg` file, which must exist and be UTF-8 (a leading BOM is dropped)."""
-    path = Path(path)
+    path = locate(path)
     if not path.is_file():
         raise ConfigError(f"{path}:0: cfg file not found; pass an existing .cfg such as cfg/yolov3-spp.cfg")
     return read_utf8(path)
@@ -338,7 +339,7 @@ def read_cfg_text(path: str | Path) -> str:
 
 def load_class_names(path: str | Path) -> list[str]:
     """One class name per non-empty line, surrounding whitespace stripped."""
-    path = Path(path)
+    path = locate(path)
     if not path.is_file():
         raise ConfigError(f"{path}:0: names file not found; it should list one class name per line")
     return [line.strip() for line in read_utf8(path).splitlines() if line.strip()]
@@ -348,9 +349,11 @@ _DATA_PATH_KEYS = ("train", "valid", "names")
 
 
 def _resolve_data_path(value: str, key: str, data_path: Path, lineno: int, required: bool) -> str | None:
-    """Relative paths are tried against the `.data` file's folder first, then the working directory."""
+    """Relative paths are tried against the `.data` file's folder first, then the working directory, then
+    the project (the shipped `.data` files name paths from the project's root)."""
     candidate = Path(value).expanduser()
-    tried = [candidate] if candidate.is_absolute() else [data_path.parent / candidate, Path.cwd() / candidate]
+    tried = [candidate] if candidate.is_absolute() else [data_path.parent / candidate, Path.cwd() / candidate,
+                                                         PROJECT_ROOT / candidate]
     for place in tried:
         if place.exists():
             return str(place.resolve())
@@ -367,9 +370,9 @@ def parse_data_cfg(path: str | Path) -> dict[str, Any]:
     `train`/`valid`/`names` must exist; other keys naming an existing file or folder are resolved,
     the rest are kept as typed values (ints/floats where numeric, else strings).
     """
+    path = locate(path)
     if is_data_yaml(path):
         return parse_data_yaml(path)
-    path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}:0: is a folder; pass its .data file or dataset YAML (make one with "
                           f"python data/scripts/make_data.py --root {path})")

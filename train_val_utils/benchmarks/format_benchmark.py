@@ -22,13 +22,13 @@ import torch
 
 from build_utils.dataset.img_list import list_image_files
 from build_utils.datasets import validation_loader
-from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils
 from modules.backends import Backend, export_metadata, load_backend
 from modules.loading import default_img_size, load_model
+from modules.model_fit import model_classes
 from modules.quantize import quantize_int8
 from train_val_utils.engine import EvalOptions, evaluate
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
@@ -192,9 +192,8 @@ def run_benchmark(opts: BenchmarkOptions) -> tuple[list[FormatRow], Path]:
     model = load_model(opts.weights, opts.cfg, "cpu")[0]
     nc = model.nc
     opts = dataclasses.replace(opts, img_size=default_img_size(opts.img_size, model.train_img_size))
-    if nc != len(names):
-        raise ConfigError(f"{opts.data}: {len(names)} classes, but the model ({opts.weights}) predicts {nc}; "
-                          "pass the .data the model was trained with")
+    model_classes(nc, names, data.get("category_ids"), names_source=str(opts.data),
+                  model_source=str(opts.weights))
     save_dir = make_run_dir(opts.project, opts.name)
     loader = validation_loader(data["valid"], opts.img_size, opts.batch_size, len(names), True, opts.workers)
     formats = _Formats(opts, names, save_dir, device)

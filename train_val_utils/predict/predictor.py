@@ -23,6 +23,7 @@ from build_utils.dataset.augment import letterbox
 from build_utils.geometry import scale_coords
 from build_utils.torch_utils import time_sync
 from modules.backends import Backend, input_dtype
+from modules.loading import DEFAULT_IMG_SIZE
 from train_val_utils.evaluation.nms import non_max_suppression
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.evaluation.tta import tta_forward
@@ -32,9 +33,11 @@ from train_val_utils.predict.sources import Frame, FramePrefetcher, SourceSpec
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PredictOptions:
-    img_size: int = 512
+    """How predict.py runs a model on frames (its flags, resolved against the model)."""
+
+    img_size: int = DEFAULT_IMG_SIZE
     conf_thres: float = DEPLOY_CONF_THRES
     iou_thres: float = DEPLOY_IOU_THRES
     classes: list[int] | None = None

@@ -22,6 +22,7 @@ import yaml
 
 from build_utils.errors import ConfigError, UserError
 from build_utils.hyp import SCHEMA, validate_hyp
+from build_utils.project_files import locate
 from train_val_utils.training.distributed_utils import DistInfo
 from train_val_utils.training.run_config import RunConfig
 
@@ -55,7 +56,7 @@ class SearchKey:
 
 def load_search_space(path: str | Path) -> list[SearchKey]:
     """Read and check `cfg/evolve.yaml`; every problem raises one `ConfigError` naming the file and key."""
-    path = Path(path)
+    path = locate(path)
     if not path.is_file():
         raise ConfigError(f"{path}: search-space file not found; pass --evolve-space cfg/evolve.yaml")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
