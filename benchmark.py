@@ -17,20 +17,19 @@ import os
 import sys
 from pathlib import Path
 
-from build_utils.cli import check_img_size, run_cli, setup_logging
-from build_utils.errors import UserError
+from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
 from train_val_utils.benchmarks.format_benchmark import BenchmarkOptions, FormatRow, run_benchmark
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--weights", required=True, help="a .pt, or Darknet .weights with --cfg")
     p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
     p.add_argument("--data", required=True, help=".data file: valid= is scored, train= calibrates int8")
     p.add_argument("--img-size", type=int, default=None,
                    help="inference size (multiple of 32); None = the .pt's training size, else 416")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu", help="'cpu' or a GPU index such as '0'")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward")
+    p.add_argument("--device", default="", help="'' (auto), 'cpu', '0', 'cuda:1'")
     p.add_argument("--calib-images", type=int, default=32, help="train-split images for the int8 ranges")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="dataloader workers")
     p.add_argument("--project", default="runs/benchmark", help="results go to project/name")
@@ -43,11 +42,13 @@ def main(args: argparse.Namespace) -> list[FormatRow]:
     setup_logging(args.verbose)
     if args.img_size is not None:
         check_img_size(args.img_size)
-    if args.batch_size < 1 or args.calib_images < 1:
-        raise UserError("--batch-size and --calib-images must be at least 1")
-    opts = BenchmarkOptions(Path(args.weights), Path(args.data), Path(args.cfg) if args.cfg else None,
-                            args.img_size, args.batch_size, args.device, args.calib_images, args.workers,
-                            project=args.project, name=args.name)
+    check_positive(args.batch_size, "batch_size")
+    check_positive(args.calib_images, "calib_images")
+    check_positive(args.workers, "workers", minimum=0)
+    opts = BenchmarkOptions(weights=Path(args.weights), data=Path(args.data),
+                            cfg=Path(args.cfg) if args.cfg else None, img_size=args.img_size,
+                            batch_size=args.batch_size, device=args.device, calib_images=args.calib_images,
+                            workers=args.workers, project=args.project, name=args.name)
     rows, _ = run_benchmark(opts)
     return rows
 

@@ -73,7 +73,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", action=bool_flag, default=True, help="PR/F1 curves, confusion matrix, batch 0")
     p.add_argument("--device", default="", help="'' (auto), 'cpu', '0', 'cuda:1'")
     p.add_argument("--half", action=bool_flag, default=False, help="FP16 inference (CUDA only)")
-    p.add_argument("--verbose", action=bool_flag, default=False, help="per-class rows in the table")
+    p.add_argument("--per-class", action=bool_flag, default=False,
+                   help="a row per class in the console table")
+    p.add_argument("--verbose", action=bool_flag, default=False, help="debug logging")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="dataloader workers")
     p.add_argument("--project", default="runs/val", help="results go to project/name")
     p.add_argument("--name", default="exp", help="run folder name (auto-incremented: exp, exp2, ...)")
@@ -98,6 +100,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from train_val_utils.engine import EvalOptions, evaluate
     from train_val_utils.evaluation.reporting import record_map_text
 
+    setup_logging(args.verbose)
     check_args(args)
     device = select_device(args.device)
     data = parse_data_cfg(args.data)
@@ -120,7 +123,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                  pin_memory=device.type == "cuda")
 
     options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
-                          save_json=args.save_json, verbose=args.verbose, coco_json=coco_json,
+                          save_json=args.save_json, per_class=args.per_class, coco_json=coco_json,
                           category_ids=classes.category_ids, augment=args.augment, nms=args.nms)
     if args.task == "speed":
         return run_speed_task(model, make_loader(img_size), device, options)
@@ -161,5 +164,4 @@ def run_study_task(model: Any, make_loader: Any, names: list[str], device: torch
 
 
 if __name__ == "__main__":
-    setup_logging()
     sys.exit(run_cli(main, get_args_parser().parse_args()))

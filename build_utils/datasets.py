@@ -255,9 +255,16 @@ class LoadImagesAndLabels(Dataset):
 
 
 def validation_loader(path: str | Path, img_size: int, batch_size: int, nc: int, rect: bool = True,
-                      workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """The evaluation loader validation.py and benchmark.py share: in order, rect batches padded by half
-    a stride (or square `img_size` inputs without `rect`, e.g. for a fixed-size export)."""
-    dataset = LoadImagesAndLabels(path, img_size, batch_size, rect=rect, nc=nc, pad=0.5 if rect else 0.0)
+                      workers: int = 0, pin_memory: bool = False, *, stride: int = 32,
+                      single_cls: bool = False, strict: bool = False, cache_images: bool = False,
+                      persistent_workers: bool = False) -> torch.utils.data.DataLoader:
+    """The one evaluation loader (validation.py, benchmark.py and training-time evaluation): in order, rect
+    batches padded by half a stride (or square `img_size` inputs without `rect`, e.g. for a fixed-size
+    export), so the same weights score the same mAP in every tool. Training keeps its workers alive
+    between evaluations (`persistent_workers`)."""
+    dataset = LoadImagesAndLabels(path, img_size, batch_size, rect=rect, nc=nc, pad=0.5 if rect else 0.0,
+                                  stride=stride, single_cls=single_cls, strict=strict,
+                                  cache_images=cache_images)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                       collate_fn=collate_fn, pin_memory=pin_memory)
+                                       collate_fn=collate_fn, pin_memory=pin_memory,
+                                       persistent_workers=persistent_workers and workers > 0)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from build_utils.dataset.augment import letterbox
+from build_utils.dataset.augment import letterbox_chw
 from build_utils.dataset.image_io import read_image
 from build_utils.errors import UserError
 from modules.backends import TORCHSCRIPT_META
@@ -46,10 +46,11 @@ class PredictionOnly(nn.Module):
 def example_input(img_size: int, image: str | Path | None = None, batch: int = 1) -> torch.Tensor:
     """(batch, 3, img_size, img_size) float in [0, 1]: a letterboxed photo, or seeded noise without one."""
     if image is not None:
-        img, _, _ = letterbox(read_image(image), img_size, auto=False)  # (S, S, 3) RGB
+        chw = letterbox_chw(read_image(image), img_size).chw  # (3, S, S) uint8 RGB
     else:
-        img = np.random.default_rng(0).integers(0, 256, (img_size, img_size, 3), dtype=np.uint8)
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255  # (3, S, S)
+        hwc = np.random.default_rng(0).integers(0, 256, (img_size, img_size, 3), dtype=np.uint8)
+        chw = hwc.transpose(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(chw)).float() / 255  # (3, S, S)
     return x[None].repeat(batch, 1, 1, 1)
 
 

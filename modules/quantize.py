@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from build_utils.dataset.augment import letterbox
+from build_utils.dataset.augment import letterbox_chw
 from build_utils.dataset.image_io import read_image
 from build_utils.errors import UserError
 
@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 def calibration_batches(images: Sequence[Path], img_size: int) -> Iterator[np.ndarray]:
     """(1, 3, S, S) float32 in [0, 1] per image, letterboxed as evaluation does."""
     for path in images:
-        img, _, _ = letterbox(read_image(path), img_size, auto=False, scaleup=False)  # (S, S, 3) RGB
-        yield (img.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)
+        chw = letterbox_chw(read_image(path), img_size, scaleup=False).chw  # (3, S, S) uint8 RGB
+        yield (chw[None] / np.float32(255)).astype(np.float32)
 
 
 def feature_nodes(model: object) -> tuple[set[str], list[str]]:

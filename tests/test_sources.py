@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from build_utils.dataset.augment import letterbox_chw
 from build_utils.errors import DatasetError
 from train_val_utils.predict.sources import FramePrefetcher, resolve_source
 
@@ -82,10 +83,10 @@ def test_bad_sources_raise(tmp_path: Path) -> None:
 def test_video_frames_in_order_with_transform(tmp_path: Path) -> None:
     video = tmp_path / "clip.mp4"
     write_video(video, 6)
-    loader = FramePrefetcher(resolve_source(video), transform=lambda img: img.shape, maxsize=2)
+    loader = FramePrefetcher(resolve_source(video), transform=lambda img: letterbox_chw(img, 64), maxsize=2)
     frames = list(loader)
     assert [f.frame for f in frames] == [1, 2, 3, 4, 5, 6]
-    assert all(f.kind == "video" and f.extra == (64, 96, 3) for f in frames)
+    assert all(f.kind == "video" and f.net_input.chw.shape == (3, 64, 64) for f in frames)
     assert frames[0].frames == 6 and frames[0].fps == pytest.approx(10.0)
     means = [float(f.img.mean()) for f in frames]
     assert means == sorted(means) and abs(means[-1] - 110) < 8  # lossy codec: order and level survive

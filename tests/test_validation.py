@@ -140,6 +140,7 @@ def test_help_lists_every_flag() -> None:
     text = validation.get_args_parser().format_help()
     for flag in ("--weights", "--cfg", "--data", "--img-size", "--batch-size", "--conf-thres",
                  "--iou-thres", "--rect", "--no-rect", "--save-json", "--device", "--half", "--verbose",
+                 "--per-class",
                  "--project", "--name"):
         assert flag in text
     args = validation.get_args_parser().parse_args(["--weights", "w", "--data", "d"])

@@ -217,7 +217,7 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalOptions:
     """How `evaluate` scores and what it writes (files only when `evaluate` gets a `save_dir`).
 
@@ -230,7 +230,7 @@ class EvalOptions:
     iou_thres: float = EVAL_IOU_THRES
     plots: bool = False
     save_json: bool = False
-    verbose: bool = False
+    per_class: bool = False  # a row per class in the console table
     coco_json: str | Path | None = None
     category_ids: list[int] | None = None
     cache_dir: str | Path | None = None
@@ -345,7 +345,7 @@ def evaluate(model: nn.Module, dataloader: Any, class_names: list[str], device: 
     results = _collect(ap, coco_stats, summary, times, seen, per_image, dataset, names, confusion)
     results.update(nms=options.nms, augment=options.augment)  # which NMS / TTA produced these numbers
 
-    logger.info("%s", results_table(results, per_class=options.verbose))
+    logger.info("%s", results_table(results, per_class=options.per_class))
     logger.info("%s", speed_line(results["speed_ms"]))
     if save_dir is not None and options.save_json:
         (Path(save_dir) / "predictions.json").write_text(json.dumps(coco_dets))

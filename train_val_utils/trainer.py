@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from build_utils.atomic import remove_stale_temp_files
-from build_utils.datasets import LoadImagesAndLabels, collate_fn
+from build_utils.datasets import LoadImagesAndLabels, collate_fn, validation_loader
 from build_utils.errors import ConfigError, DiskFullError, UserError
 from build_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
 from build_utils.parse_config import parse_data_cfg
@@ -209,10 +209,10 @@ class Trainer:
         self.train_loader = self._loader(self.train_set, self.batch, workers, self.sampler)
         self.val_loader = None
         if self.dist.is_main:
-            # rect batches padded by half a stride, as validation.py scores (same mAP for the same weights)
-            val_set = LoadImagesAndLabels(self.data["valid"], batch_size=self.batch * 2, augment=False,
-                                          rect=True, pad=0.5, **common)
-            self.val_loader = self._loader(val_set, self.batch * 2, workers)
+            self.val_loader = validation_loader(
+                self.data["valid"], run.img_size, self.batch * 2, int(self.data["classes"]), True, workers,
+                self.device.type == "cuda", stride=self.max_stride, single_cls=run.single_cls,
+                strict=run.strict, cache_images=run.cache_images, persistent_workers=True)
         nb = len(self.train_loader)
         warmup_iters = warmup_iterations(nb, self.optim_hyp, nb * run.epochs)
         self.schedule = StepSchedule(

@@ -9,6 +9,7 @@ its (seed, epoch, index) whatever worker produced it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -52,6 +53,32 @@ def letterbox(
     img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
     ratio = (new_unpad[0] / shape[1], new_unpad[1] / shape[0])
     return img, ratio, (float(left), float(top))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Letterboxed:
+    """A network input made from one image, and how to map boxes back to the image.
+
+    `chw` is contiguous (3, h, w) uint8 RGB; `gain_wh` the resize factors (new/old) along x and y and
+    `pad_wh` the left/top padding in pixels, both (x, y) ordered.
+    """
+
+    chw: np.ndarray
+    gain_wh: tuple[float, float]
+    pad_wh: tuple[float, float]
+
+    @property
+    def ratio_pad(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The dataset contract's `((gain_h, gain_w), (pad_w, pad_h))`, which `scale_coords` takes."""
+        return (self.gain_wh[1], self.gain_wh[0]), self.pad_wh
+
+
+def letterbox_chw(img_rgb: np.ndarray, img_size: int | tuple[int, int], *, stride: int = 32,
+                  auto: bool = False, scaleup: bool = True) -> Letterboxed:
+    """(H, W, 3) RGB -> the letterboxed (3, h, w) network input: the one read -> letterbox -> tensor path of
+    predict, export checks and int8 calibration. `auto` pads only to the next multiple of `stride`."""
+    img, gain_wh, pad_wh = letterbox(img_rgb, img_size, auto=auto, scaleup=scaleup, stride=stride)
+    return Letterboxed(chw=np.ascontiguousarray(img.transpose(2, 0, 1)), gain_wh=gain_wh, pad_wh=pad_wh)
 
 
 def affine_matrix(

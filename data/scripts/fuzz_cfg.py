@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from build_utils.cli import HelpFormatter
 from build_utils.errors import ConfigError
 from modules.model import DarkNet
 
@@ -239,14 +240,14 @@ def summary_table(results: list[tuple[Mutant, str, str]]) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutations")
     parser.add_argument("--n", type=int, default=200, help="number of mutants")
     parser.add_argument("--cfg", type=Path, nargs="+", default=list(DEFAULT_CFGS),
                         help="cfgs to mutate (each mutant picks one at random)")
     parser.add_argument("--img-size", type=int, default=64,
                         help="forward input side, rounded up to a multiple of the mutant's max stride")
-    parser.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+    parser.add_argument("--every-mutant", action=argparse.BooleanOptionalAction, default=False,
                         help="print every mutant's outcome, not only the violations")
     return parser
 
@@ -260,7 +261,7 @@ def main(args: argparse.Namespace) -> int:
     mutants = make_mutants(args.cfg, args.n, args.seed)
     with tempfile.TemporaryDirectory(prefix="fuzz_cfg_") as tmp:
         results = run_fuzz(mutants, args.img_size, Path(tmp))
-    if args.verbose:
+    if args.every_mutant:
         for m, outcome, detail in results:
             print(f"{outcome:<28} {m.base} {m.kind} ({m.description}): {detail}")
     print(f"{len(results)} mutants of {', '.join(p.name for p in args.cfg)}, seed {args.seed}:")

@@ -39,8 +39,10 @@ FORMATS = ("PyTorch", "PyTorch fused + channels_last", "TorchScript", "ONNX Runt
            "ONNX Runtime int8")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchmarkOptions:
+    """benchmark.py's options."""
+
     weights: Path
     data: Path
     cfg: Path | None = None

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from build_utils.dataset.augment import letterbox
+from build_utils.dataset.augment import letterbox_chw
 from build_utils.geometry import scale_coords
 from build_utils.torch_utils import time_sync
 from modules.backends import Backend, input_dtype
@@ -65,19 +65,11 @@ class PredictStats:
     json_path: Path | None = None
 
 
-def letterbox_chw(img_rgb: np.ndarray, img_size: int | tuple[int, int], stride: int, auto: bool = True):
-    """(H, W, 3) RGB -> contiguous (3, h, w) uint8 network input and the `ratio_pad` scale_coords wants.
-
-    `auto` pads only to the next multiple of `stride`; without it the input is exactly `img_size`."""
-    img, (r_w, r_h), pad = letterbox(img_rgb, img_size, auto=auto, stride=stride)
-    return np.ascontiguousarray(img.transpose(2, 0, 1)), ((r_h, r_w), pad)
-
-
 def same_shape_batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
     """Group consecutive frames whose letterboxed inputs share a shape, at most `batch_size` each."""
     batch: list[Frame] = []
     for frame in frames:
-        if batch and (len(batch) == batch_size or batch[0].extra[0].shape != frame.extra[0].shape):
+        if batch and (len(batch) == batch_size or batch[0].net_input.chw.shape != frame.net_input.chw.shape):
             yield batch
             batch = []
         batch.append(frame)
@@ -91,7 +83,7 @@ def detect_batch(model: Backend | torch.nn.Module, frames: list[Frame], opts: Pr
     """Detections (n, 6) `[x1, y1, x2, y2, score, class]` in original pixels per frame, and the
     forward and NMS seconds."""
     t0 = time_sync()
-    x = torch.from_numpy(np.stack([f.extra[0] for f in frames])).to(device)  # (bs, 3, h, w) uint8
+    x = torch.from_numpy(np.stack([f.net_input.chw for f in frames])).to(device)  # (bs, 3, h, w) uint8
     x = x.to(input_dtype(model)) / 255  # the backend applies its own memory format
     pred = tta_forward(model, x) if opts.augment else model(x)[0]  # (bs, N, 5+nc)
     t1 = time_sync()
@@ -99,14 +91,14 @@ def detect_batch(model: Backend | torch.nn.Module, frames: list[Frame], opts: Pr
                                max_det=opts.max_det, merge=opts.nms == "merge")
     out = []
     for det, frame in zip(dets, frames):  # (n, 6) per image
-        boxes = scale_coords(x.shape[2:], det[:, :4], frame.img.shape[:2], frame.extra[1])
+        boxes = scale_coords(x.shape[2:], det[:, :4], frame.img.shape[:2], frame.net_input.ratio_pad)
         out.append(torch.cat((boxes, det[:, 4:]), 1).cpu().numpy())
     return out, t1 - t0, time_sync() - t1
 
 
 def image_line(frame: Frame, det: np.ndarray, names: Sequence[str] | None, ms: float) -> str:
     """`image 3/120 path.jpg: 512x384 2 persons, 1 bus, 13.2ms` (network input width x height)."""
-    h, w = frame.extra[0].shape[1:]
+    h, w = frame.net_input.chw.shape[1:]
     if frame.kind == "image":
         where = f"image {frame.index}/{frame.total} {frame.path}"
     elif frame.kind == "video":
@@ -123,7 +115,7 @@ def run_predict(model: Backend | torch.nn.Module, names: Sequence[str] | None, s
     """Run the model over every frame of `spec`, log one line per frame, and hand results to `writer`."""
     stride = int(getattr(model, "max_stride", 32))
     size, auto = (opts.fixed_hw, False) if opts.fixed_hw is not None else (opts.img_size, True)
-    loader = FramePrefetcher(spec, transform=lambda img: letterbox_chw(img, size, stride, auto),
+    loader = FramePrefetcher(spec, transform=lambda img: letterbox_chw(img, size, stride=stride, auto=auto),
                              maxsize=max(8, 2 * opts.batch_size))
     stats = PredictStats()
     show_bar = spec.camera is None and len(spec.files) > 1

@@ -33,6 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from build_utils.dataset.augment import Letterboxed
 from build_utils.dataset.image_io import decode_image_bytes, is_image_file, read_image
 from build_utils.dataset.img_list import read_list_file
 from build_utils.errors import DatasetError
@@ -69,7 +70,8 @@ class SourceSpec:
 
 @dataclass
 class Frame:
-    """One decoded input. `img` is (H, W, 3) uint8 RGB; `extra` holds what a `transform` returned."""
+    """One decoded input. `img` is (H, W, 3) uint8 RGB; `net_input` is the prefetcher's transform of it
+    (the letterboxed network input), made in the decode thread."""
 
     path: Path
     rel: Path
@@ -80,7 +82,7 @@ class Frame:
     frame: int = 0  # 1-based frame number inside a video or camera stream
     frames: int = 0  # frames in the video (0 when unknown)
     fps: float = 0.0
-    extra: Any = None
+    net_input: Letterboxed | None = None
     decode_s: float = 0.0  # seconds spent decoding and transforming this frame (prefetch thread)
 
 
@@ -166,12 +168,12 @@ def resolve_url(url: str) -> SourceSpec:
 class FramePrefetcher:
     """Iterate over the frames of a `SourceSpec`, decoded by a background thread.
 
-    `transform(img_rgb) -> extra` also runs in that thread (e.g. letterboxing), so the consumer
+    `transform(img_rgb) -> Letterboxed` also runs in that thread (e.g. letterboxing), so the consumer
     only stacks ready arrays. `maxsize` bounds the frames held in memory. Files that fail to
     decode are logged and appended to `skipped` as `(path, reason)`.
     """
 
-    def __init__(self, spec: SourceSpec, transform: Callable[[np.ndarray], Any] | None = None,
+    def __init__(self, spec: SourceSpec, transform: Callable[[np.ndarray], Letterboxed] | None = None,
                  maxsize: int = 16) -> None:
         self.spec = spec
         self.transform = transform
@@ -200,7 +202,7 @@ class FramePrefetcher:
     def _frame(self, t0: float, **kwargs: Any) -> Frame:
         frame = Frame(**kwargs)
         if self.transform is not None:
-            frame.extra = self.transform(frame.img)
+            frame.net_input = self.transform(frame.img)
         frame.decode_s = time.perf_counter() - t0
         return frame
 

@@ -83,6 +83,9 @@ def resolve_run_config(args: argparse.Namespace, defaults: dict[str, Any]
                        ) -> tuple[RunConfig, dict[str, Any] | None, Path | None]:
     """(frozen options, checkpoint to resume or None, its path or None); `args` is left untouched."""
     given = dict(vars(args))
+    unknown = sorted(set(given) - {f.name for f in fields(RunConfig)})
+    if unknown:  # a train.py flag without a RunConfig field would be silently dropped
+        raise TypeError(f"train.py flags without a RunConfig field: {', '.join(unknown)}")
     if given.get("resume") is None:
         return RunConfig.from_options(given), None, None
     path = find_last_checkpoint(given["project"]) if given["resume"] == "latest" else Path(given["resume"])
