@@ -172,7 +172,7 @@ def dotted_problem(chain: str) -> str | None:
         if spec.submodule_search_locations is not None:  # a package: the next part must be its attribute
             return None if has_attribute(importlib.import_module(module), parts[n]) else \
                 f"{module} has no module or attribute {parts[n]!r}"
-        return name_problem(Path(spec.origin).relative_to(REPO).as_posix(), ".".join(parts[n:]))
+        return name_problem(module.replace(".", "/") + ".py", ".".join(parts[n:]))
     return f"no module {parts[0]!r}"
 
 
