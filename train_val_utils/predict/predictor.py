@@ -1,6 +1,6 @@
 """The predict pipeline: sources -> letterbox -> forward -> NMS -> scale -> writer.
 
-Three stages run at once: a prefetch thread decodes and letterboxes (`predict_sources.py`), the
+Three stages run at once: a prefetch thread decodes and letterboxes (`sources.py`), the
 calling thread runs the model and NMS, and a writer thread draws and saves
 (`train_val_utils.predict.detections_io`). Consecutive frames with the same letterboxed shape are batched
 up to `batch_size`; letterboxing pads only to the next multiple of the stride (`auto=True`), so a
