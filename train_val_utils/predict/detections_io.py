@@ -88,7 +88,7 @@ def summary_text(det: np.ndarray, names: Sequence[str] | None) -> str:
 class ResultWriter:
     """Saves annotated images/videos and txt labels in a background thread; collects JSON records.
 
-    `put(frame, det)` queues one result (`frame` is a `train_val_utils.predict.sources.Frame`, `det` (n, 6) numpy
+    `put(frame, det)` queues one result (`frame` is a `sources.Frame`, `det` (n, 6) numpy
     in original pixels); `close()` drains the queue, finishes the videos and writes the JSON.
     """
 
