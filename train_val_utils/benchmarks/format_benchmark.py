@@ -161,7 +161,8 @@ def _score(backend: Backend, loader: object, names: list[str], opts: BenchmarkOp
     level = engine_log.level
     engine_log.setLevel(logging.WARNING)
     try:
-        return evaluate(backend, loader, names, device, EvalOptions(conf_thres=opts.conf_thres, iou_thres=opts.iou_thres))
+        options = EvalOptions(conf_thres=opts.conf_thres, iou_thres=opts.iou_thres)
+        return evaluate(backend, loader, names, device, options)
     finally:
         engine_log.setLevel(level)
 
