@@ -1,0 +1,287 @@
+"""Exact values the numerical core must produce, each derived by hand in the test.
+
+Every test here kills a plausible one-line mistake that broader tests let through (the mutation table
+in `bench/mutation_table.py` names them): focal loss honouring `fl_gamma`, odd letterbox padding and its
+inverse, the 1% label tolerance, Darknet's batch-norm epsilon and leaky slope, the objectness target's
+`gr` blend, NMS at an IoU exactly at the threshold, the loss scale `bs / nbs`, and the accumulation count
+and optimizer steps of `--nbs 8 --batch-size 3`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from build_utils.cfg_edit import rewrite_cfg_classes
+from build_utils.dataset.augment import letterbox
+from build_utils.dataset.labels import parse_label_file
+from build_utils.geometry import scale_coords
+from build_utils.hyp import load_hyp
+from modules.model import DarkNet
+from train_val_utils.engine import StepSchedule, TrainKit, train_one_epoch
+from train_val_utils.evaluation.nms import _greedy_rounds_torch, nms_torch, non_max_suppression
+from train_val_utils.loss import YoloLoss
+from train_val_utils.training.distributed_utils import DistInfo
+from train_val_utils.training.ema import ModelEMA
+from train_val_utils.training.optim import optimizer_steps
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+GOOD_ROW = "0 0.5 0.5 0.2 0.2\n"
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DarkNet:
+    torch.manual_seed(0)
+    return DarkNet(REPO / "cfg" / "yolov3-tiny.cfg").train()
+
+
+@pytest.fixture(scope="module")
+def hyp() -> dict:
+    return load_hyp(REPO / "cfg" / "hyp.yaml")
+
+
+# ---------------------------------------------------------------- loss
+
+
+def test_focal_term_at_gamma_2_hand_computed(tiny: DarkNet, hyp: dict) -> None:
+    """fl_gamma reaches both BCE modules: gamma 2 (not the 1.5 default), alpha 0.25 on positives."""
+    loss_fn = YoloLoss(tiny, {**hyp, "fl_gamma": 2.0}, 416)
+    logits, targets = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0])
+    # logit 0, target 1: p = 0.5, BCE = ln 2, p_t = 0.5, alpha_t = 0.25 -> ln 2 * 0.25 * 0.5^2
+    positive = math.log(2) * 0.25 * 0.5**2
+    # logit 2, target 0: p = sigmoid(2), BCE = ln(1 + e^2), p_t = 1 - p, alpha_t = 0.75 -> BCE * 0.75 * p^2
+    p = 1 / (1 + math.exp(-2.0))
+    negative = math.log(1 + math.exp(2.0)) * 0.75 * p**2
+    assert positive == pytest.approx(0.0433217, abs=1e-7) and negative == pytest.approx(1.2375586, abs=1e-6)
+    for bce in (loss_fn.bce_obj, loss_fn.bce_cls):
+        assert bce(logits, targets).item() == pytest.approx((positive + negative) / 2, rel=1e-6)
+
+
+def _obj_loss(model: DarkNet, hyp: dict, gr: float) -> float:
+    """obj_loss of yolov3-tiny at 64 px with every logit 0 except objectness 1, one 32-px target."""
+    preds = [torch.zeros(1, y.na, 64 // y.stride, 64 // y.stride, y.no) for y in model.yolo_modules()]
+    for p in preds:
+        p[..., 4] = 1.0
+    target = torch.tensor([[0, 0, 0.625, 0.625, 0.5, 0.5]])  # centre on a stride-16 cell's middle
+    return YoloLoss(model, {**hyp, "gr": gr}, 64)(preds, target)[1]["obj_loss"].item()
+
+
+@pytest.mark.parametrize("gr", [1.0, 0.0, 0.25])
+def test_objectness_target_blends_one_and_iou_by_gr(tiny: DarkNet, hyp: dict, gr: float) -> None:
+    """Objectness target (1 - gr) + gr * IoU, by hand on crafted predictions.
+
+    The 32-px box is 2x2 cells at stride 16 (centre 2.5, 2.5, where sigmoid(0) = 0.5 puts the
+    predictions) and 1x1 at stride 32. wh-IoU above iou_t 0.2 matches stride-16 anchors (23,27) and
+    (37,58) (0.606, 0.477) but no stride-32 anchor (best 0.154). The predictions are the anchors
+    themselves, concentric with the target, so their (G)IoU with it is the wh-IoU.
+    """
+    iou_a = (23 / 16) * (27 / 16) / 4  # anchor inside the 2x2 target
+    iou_b = 4 / ((37 / 16) * (58 / 16))  # the target inside the anchor
+    t_sum = sum((1 - gr) + gr * iou for iou in (iou_a, iou_b))
+    softplus = math.log1p(math.e)  # BCE(logit 1, target t) = softplus(1) - t
+    # stride 32: 3 x 2 x 2 cells, all target 0; stride 16: 3 x 4 x 4 cells, two of them t
+    expected = 64.3 * 64 / 320 * (softplus + (softplus - t_sum / 48))
+    assert _obj_loss(tiny, hyp, gr) == pytest.approx(expected, rel=1e-6)
+
+
+# ---------------------------------------------------------------- letterbox with odd padding
+
+
+@pytest.mark.parametrize(("h0", "w0"), [(201, 300), (300, 201)])
+def test_odd_padding_letterbox_and_scale_coords_invert_exactly(h0: int, w0: int) -> None:
+    """Gain 416/300; the short side becomes round(201 * 416 / 300) = 279 px and gets 137 px of padding:
+    68 before (top or left, rounded down) and 69 after. scale_coords recomputes the same 68."""
+    img = np.full((h0, w0, 3), 255, np.uint8)
+    out, (rw, rh), (pw, ph) = letterbox(img, 416)
+    ys, xs = np.nonzero(out[..., 0] == 255)
+    extent = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    wide = w0 > h0
+    assert out.shape == (416, 416, 3) and (out[..., 0] != 255).sum() == 416 * 137
+    assert extent == ([0, 68, 416, 347] if wide else [68, 0, 347, 416])
+    assert (pw, ph) == ((0.0, 68.0) if wide else (68.0, 0.0))
+    assert (rw, rh) == ((416 / 300, 279 / 201) if wide else (279 / 201, 416 / 300))
+    whole = torch.tensor([extent], dtype=torch.float64)
+    box = torch.tensor([[30.0, 40.0, 120.0, 150.0]], dtype=torch.float64)  # x1 y1 x2 y2 in the original
+    boxed = box * torch.tensor([rw, rh, rw, rh], dtype=torch.float64) + torch.tensor([pw, ph, pw, ph])
+    for ratio_pad in (None, ((rh, rw), (pw, ph))):  # recomputed, and the dataset's exact values
+        back = scale_coords((416, 416), whole, (h0, w0), ratio_pad)
+        assert torch.allclose(back, torch.tensor([[0.0, 0.0, w0, h0]], dtype=torch.float64), atol=1e-9)
+        assert torch.allclose(scale_coords((416, 416), boxed, (h0, w0), ratio_pad), box, atol=1e-9)
+
+
+# ---------------------------------------------------------------- label tolerance (1%)
+
+
+def test_label_half_percent_out_is_clipped_one_and_a_half_percent_is_corrupt(tmp_path: Path) -> None:
+    label = tmp_path / "img.txt"
+    # right edge 0.905 + 0.1 = 1.005, top edge 0.095 - 0.1 = -0.005: 0.5% out, clipped to the image
+    label.write_text("3 0.905 0.5 0.2 0.4\n7 0.5 0.095 0.4 0.2\n")
+    labels, notes = parse_label_file(str(label), nc=80)
+    # x1 0.805 .. x2 1.0 -> cx 0.9025, w 0.195; y1 0.0 .. y2 0.195 -> cy 0.0975, h 0.195
+    np.testing.assert_allclose(labels, [[3, 0.9025, 0.5, 0.195, 0.4], [7, 0.5, 0.0975, 0.4, 0.195]],
+                               rtol=0, atol=1e-7)
+    assert notes == []
+    for row in ("3 0.915 0.5 0.2 0.4\n", "7 0.5 0.085 0.4 0.2\n"):  # 1.015 and -0.015: 1.5% out
+        label.write_text(GOOD_ROW + row)
+        with pytest.raises(ValueError, match=r"img\.txt:2: box outside the image"):
+            parse_label_file(str(label), nc=80)
+
+
+
+# ---------------------------------------------------------------- Darknet arithmetic: BN epsilon, leaky
+
+
+def _darknet_conv_bn_leaky(x: np.ndarray, w: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                           mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Darknet's forward_convolutional_layer for a 3x3, stride-1, pad-1 conv, in float64:
+    normalize_cpu (x - mean) / sqrt(var + .000001), scale_bias, add_bias, leaky (x > 0 ? x : .1 * x)."""
+    _, h, wd = x.shape  # (c, h, w)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    out = np.zeros((w.shape[0], h, wd))
+    for i in range(3):
+        for j in range(3):
+            out += np.einsum("oc,chw->ohw", w[:, :, i, j], padded[:, i:i + h, j:j + wd])
+    out = (out - mean[:, None, None]) / np.sqrt(var[:, None, None] + 0.000001)
+    out = out * gamma[:, None, None] + beta[:, None, None]
+    return np.where(out > 0, out, 0.1 * out)
+
+
+def test_conv_bn_leaky_equals_darknet_formula() -> None:
+    """yolov3-tiny layer 0 with tiny running variances (where epsilon 1e-6 vs 1e-5 matters) and
+    negative outputs (where the slope matters) against Darknet's arithmetic by hand."""
+    block = DarkNet(REPO / "cfg" / "yolov3-tiny.cfg").module_list[0].eval()
+    conv, bn = block.conv, block.bn
+    rng = np.random.default_rng(0)
+    params = {
+        "w": rng.normal(0, 0.3, conv.weight.shape), "gamma": rng.uniform(0.5, 1.5, 16),
+        "beta": rng.normal(0, 0.5, 16), "mean": rng.normal(0, 0.2, 16),
+        "var": np.concatenate([rng.uniform(1e-6, 4e-6, 8), rng.uniform(0.5, 2.0, 8)]),
+    }
+    params = {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}  # exact in float32
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(params["w"]))
+        for name, key in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "mean"),
+                          ("running_var", "var")):
+            getattr(bn, name).copy_(torch.from_numpy(params[key]))
+    x = rng.normal(0, 0.01, (3, 5, 7)).astype(np.float32)  # small inputs: conv outputs near the mean
+    with torch.no_grad():
+        got = block(torch.from_numpy(x)[None])[0].double().numpy()
+    expected = _darknet_conv_bn_leaky(x.astype(np.float64), params["w"], params["gamma"], params["beta"],
+                                      params["mean"], params["var"])
+    assert (expected < -1).sum() > 50 and (expected > 1).sum() > 50  # both slopes and large values used
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- NMS at the threshold
+
+
+def test_nms_iou_exactly_at_threshold_keeps_both() -> None:
+    """Suppression needs an IoU strictly above iou_thres: [0,0,20,1] and [0,0,9,1] overlap 9 / 20 = 0.45,
+    exactly float32(0.45), so at the deployment default 0.45 both stay; any lower threshold drops one."""
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 1.0], [0.0, 0.0, 9.0, 1.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert np.float32(9) / np.float32(20) == np.float32(0.45)
+    assert nms_torch(boxes, scores, 0.45).tolist() == [0, 1]
+    assert nms_torch(boxes, scores, 0.4499).tolist() == [0]
+    group = torch.zeros(2, dtype=torch.int64)
+    assert _greedy_rounds_torch(boxes, group, 0.45).tolist() == [0, 1]  # the GPU kernel's rounds
+    assert _greedy_rounds_torch(boxes, group, 0.4499).tolist() == [0]
+    # the same boxes as one image's raw predictions: cx, cy, w, h, objectness, one class probability
+    pred = torch.tensor([[[10.0, 0.5, 20.0, 1.0, 0.9, 1.0], [4.5, 0.5, 9.0, 1.0, 0.8, 1.0]]])
+    for merge in (False, True):  # merge-NMS merges exactly what plain NMS suppresses: nothing here
+        det = non_max_suppression(pred, conf_thres=0.25, iou_thres=0.45, merge=merge)[0]
+        np.testing.assert_allclose(det, [[0, 0, 20, 1, 0.9, 0], [0, 0, 9, 1, 0.8, 0]], rtol=0, atol=1e-6)
+    assert non_max_suppression(pred, conf_thres=0.25, iou_thres=0.4499)[0].shape == (1, 6)
+
+
+# ---------------------------------------------------------------- loss scale and accumulation
+
+
+def _demo_model(nc: int = 5) -> DarkNet:
+    text = rewrite_cfg_classes((REPO / "cfg" / "yolov3-demo.cfg").read_text(), nc)
+    return DarkNet.from_cfg_text(text, source="demo.cfg")
+
+
+def test_one_step_applies_the_gradient_of_loss_times_batch_over_nbs(hyp: dict) -> None:
+    """Plain SGD at lr 1: the weights move by exactly (bs / nbs) x the loss gradient (bs 3, nbs 8)."""
+    torch.manual_seed(0)
+    model = _demo_model()
+    imgs = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [2, 4, 0.3, 0.6, 0.2, 0.2]])
+    loss_fn = YoloLoss(model, hyp, 64)
+    reference = _demo_model()
+    reference.load_state_dict(model.state_dict())
+    reference.train()
+    loss_fn_ref = YoloLoss(reference, hyp, 64)
+    loss_fn_ref(reference(imgs.float() / 255), targets)[0].backward()
+    weight = model.module_list[0].conv.weight
+    before = weight.detach().clone()
+    kit = TrainKit(model=model, loss_fn=loss_fn, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+                   scaler=torch.amp.GradScaler("cpu", enabled=False), ema=None, device=CPU,
+                   dist=DistInfo(0, 1, 0, CPU))
+    schedule = StepSchedule(accumulate=1, nbs=8, warmup_iters=0, img_size=64)
+    train_one_epoch(kit, [(imgs, targets, ["a", "b", "c"], None)], 0, 1, 1.0, schedule)
+    grad = reference.module_list[0].conv.weight.grad
+    step = before - weight.detach()  # (16, 3, 3, 3)
+    # equal up to float32 summation order (different conv kernels): 1e-3 of the step, where a wrong
+    # factor (1, 1/8, 1/3) is off by 60% or more
+    assert grad.norm() > 0 and (step - 3 / 8 * grad).norm() < 1e-3 * (3 / 8 * grad).norm()
+
+
+def test_optimizer_steps_follow_the_warmup_ramp_hand_counted() -> None:
+    """3 batches per epoch, 2 epochs, 2 warm-up iterations: the batches per step ramp 1 -> accumulate.
+    accumulate 3: epoch 0 steps at batch 0 (ramp 1) and at its last batch; epoch 1 only at its last.
+    accumulate 2: epoch 1 also steps at batch 1."""
+    assert optimizer_steps(3, 2, 2, 3) == 3
+    assert optimizer_steps(3, 2, 2, 2) == 4
+    assert optimizer_steps(3, 2, 0, 3) == 2 and optimizer_steps(3, 2, 0, 2) == 4
+    assert optimizer_steps(10, 1, 0, 4) == 3  # batches 3, 7 and the last one
+
+
+@pytest.mark.slow  # a real 2-epoch run (~10 s)
+def test_nbs_8_batch_3_accumulates_3_and_takes_3_steps(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """accumulate = round(8 / 3) = 3 (floor would give 2). 9 images at batch 3 are 3 batches per epoch;
+    cfg/hyp.yaml's warm-up is capped at a third of the 6 iterations (2), so the steps are the ones
+    counted by hand above: 3. EMA updates once per optimizer step, so ema_updates counts them."""
+    import train
+    from modules.checkpoint import load_checkpoint
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(REPO / "data/scripts/make_shapes.py"), "--out", str(tmp_path / "d"),
+                    "--n-train", "9", "--n-val", "1", "--img-size", "64", "--seed", "3", "--workers", "1"],
+                   check=True, capture_output=True, timeout=120, env=env)
+    args = train.get_args_parser().parse_args([
+        "--cfg", str(REPO / "cfg/yolov3-demo.cfg"), "--data", str(tmp_path / "d" / "shapes.data"),
+        "--hyp", str(REPO / "cfg/hyp.yaml"), "--img-size", "64", "--epochs", "2", "--batch-size", "3",
+        "--nbs", "8", "--device", "cpu", "--workers", "0", "--project", str(tmp_path / "runs"), "--no-amp",
+        "--notest"])
+    train.main(args)
+    text = capfd.readouterr().err  # train.py logs to stderr
+    assert "accumulate 3 (nominal batch 8)" in text, text
+    assert "warm-up 2 of 6 iterations" in text and "3 optimizer steps in all" in text, text
+    ckpt = load_checkpoint(tmp_path / "runs" / "exp" / "weights" / "last.pt")
+    assert ckpt["ema_updates"] == 3
+
+
+def test_ema_follows_the_optimizer_steps_not_the_batches() -> None:
+    """ModelEMA.update per optimizer step: decay d = 0.9999 * (1 - exp(-updates / 2000))."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = ModelEMA(model)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)
+    d1 = 0.9999 * (1 - math.exp(-1 / 2000))
+    assert ema.ema.weight.item() == pytest.approx(1 - d1, rel=1e-6)
+    ema.update(model)
+    d2 = 0.9999 * (1 - math.exp(-2 / 2000))
+    assert ema.ema.weight.item() == pytest.approx(d2 * (1 - d1) + (1 - d2), rel=1e-6)
