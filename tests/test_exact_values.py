@@ -26,6 +26,8 @@ from build_utils.geometry import scale_coords
 from build_utils.hyp import load_hyp
 from modules.model import DarkNet
 from train_val_utils.engine import StepSchedule, TrainKit, train_one_epoch
+from train_val_utils.evaluation.coco_eval import coco_gt_from_labels, detections_to_coco
+from train_val_utils.evaluation.metrics import match_predictions
 from train_val_utils.evaluation.nms import _greedy_rounds_torch, nms_torch, non_max_suppression
 from train_val_utils.loss import YoloLoss
 from train_val_utils.training.distributed_utils import DistInfo
@@ -65,31 +67,52 @@ def test_focal_term_at_gamma_2_hand_computed(tiny: DarkNet, hyp: dict) -> None:
         assert bce(logits, targets).item() == pytest.approx((positive + negative) / 2, rel=1e-6)
 
 
-def _obj_loss(model: DarkNet, hyp: dict, gr: float) -> float:
-    """obj_loss of yolov3-tiny at 64 px with every logit 0 except objectness 1, one 32-px target."""
+def _loss_items(model: DarkNet, hyp: dict, **change: float) -> dict[str, float]:
+    """Loss items of yolov3-tiny at 64 px for crafted predictions: box logits 0, objectness and class
+    logits 1, and one 32-px target of class 0 centred on a stride-16 cell's middle (0.625 = 2.5 / 4).
+
+    The box is 2x2 cells at stride 16 and 1x1 at stride 32. wh-IoU above iou_t 0.2 matches the stride-16
+    anchors (23,27) and (37,58) (0.606, 0.477) and no stride-32 anchor (best 0.154). Box logits 0 put
+    each prediction at the cell middle with the anchor's size: concentric with the target, so its IoU,
+    GIoU and DIoU with the target all equal the wh-IoU.
+    """
     preds = [torch.zeros(1, y.na, 64 // y.stride, 64 // y.stride, y.no) for y in model.yolo_modules()]
     for p in preds:
-        p[..., 4] = 1.0
-    target = torch.tensor([[0, 0, 0.625, 0.625, 0.5, 0.5]])  # centre on a stride-16 cell's middle
-    return YoloLoss(model, {**hyp, "gr": gr}, 64)(preds, target)[1]["obj_loss"].item()
+        p[..., 4:] = 1.0
+    target = torch.tensor([[0, 0, 0.625, 0.625, 0.5, 0.5]])
+    items = YoloLoss(model, {**hyp, **change}, 64)(preds, target)[1]
+    return {k: v.item() for k, v in items.items()}
+
+
+IOU_A = (23 / 16) * (27 / 16) / 4  # anchor (23,27) inside the 2x2-cell target
+IOU_B = 4 / ((37 / 16) * (58 / 16))  # the target inside anchor (37,58)
+SOFTPLUS_1 = math.log1p(math.e)  # BCE(logit 1, target t) = softplus(1) - t
 
 
 @pytest.mark.parametrize("gr", [1.0, 0.0, 0.25])
 def test_objectness_target_blends_one_and_iou_by_gr(tiny: DarkNet, hyp: dict, gr: float) -> None:
-    """Objectness target (1 - gr) + gr * IoU, by hand on crafted predictions.
+    """Objectness target (1 - gr) + gr * IoU at the two matched cells, 0 elsewhere; BCE means per layer."""
+    t_sum = sum((1 - gr) + gr * iou for iou in (IOU_A, IOU_B))
+    # stride 32: 3 x 2 x 2 cells, all target 0; stride 16: 3 x 4 x 4 = 48 cells, two of them t
+    expected = 64.3 * 64 / 320 * (SOFTPLUS_1 + (SOFTPLUS_1 - t_sum / 48))
+    assert _loss_items(tiny, hyp, gr=gr)["obj_loss"] == pytest.approx(expected, rel=1e-6)
 
-    The 32-px box is 2x2 cells at stride 16 (centre 2.5, 2.5, where sigmoid(0) = 0.5 puts the
-    predictions) and 1x1 at stride 32. wh-IoU above iou_t 0.2 matches stride-16 anchors (23,27) and
-    (37,58) (0.606, 0.477) but no stride-32 anchor (best 0.154). The predictions are the anchors
-    themselves, concentric with the target, so their (G)IoU with it is the wh-IoU.
-    """
-    iou_a = (23 / 16) * (27 / 16) / 4  # anchor inside the 2x2 target
-    iou_b = 4 / ((37 / 16) * (58 / 16))  # the target inside the anchor
-    t_sum = sum((1 - gr) + gr * iou for iou in (iou_a, iou_b))
-    softplus = math.log1p(math.e)  # BCE(logit 1, target t) = softplus(1) - t
-    # stride 32: 3 x 2 x 2 cells, all target 0; stride 16: 3 x 4 x 4 cells, two of them t
-    expected = 64.3 * 64 / 320 * (softplus + (softplus - t_sum / 48))
-    assert _obj_loss(tiny, hyp, gr) == pytest.approx(expected, rel=1e-6)
+
+def test_gains_scale_class_by_nc_and_objectness_by_size(hyp: dict) -> None:
+    """cls x nc / 80 and obj x img_size / 320: a 5-class model at 512 px (neither is the classic 80 / 320)."""
+    loss_fn = YoloLoss(_demo_model(5), hyp, 512)
+    assert loss_fn.gains == pytest.approx((3.54, 64.3 * 512 / 320, 37.4 * 5 / 80), rel=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_box_and_class_terms_hand_computed(tiny: DarkNet, hyp: dict, smoothing: float) -> None:
+    """Box: giou gain x mean(1 - GIoU) over the 2 matches. Class: cls gain (x 80/80) x mean BCE over the
+    2 x 80 logits, targets 1 - eps/2 for class 0 and eps/2 for the other 79."""
+    items = _loss_items(tiny, hyp, label_smoothing=smoothing)
+    assert items["box_loss"] == pytest.approx(3.54 * (1 - (IOU_A + IOU_B) / 2), rel=1e-6)
+    positive, negative = 1 - smoothing / 2, smoothing / 2
+    expected_cls = 37.4 * (SOFTPLUS_1 - (positive + 79 * negative) / 80)
+    assert items["class_loss"] == pytest.approx(expected_cls, rel=1e-6)
 
 
 # ---------------------------------------------------------------- letterbox with odd padding
@@ -200,6 +223,32 @@ def test_nms_iou_exactly_at_threshold_keeps_both() -> None:
         det = non_max_suppression(pred, conf_thres=0.25, iou_thres=0.45, merge=merge)[0]
         np.testing.assert_allclose(det, [[0, 0, 20, 1, 0.9, 0], [0, 0, 9, 1, 0.8, 0]], rtol=0, atol=1e-6)
     assert non_max_suppression(pred, conf_thres=0.25, iou_thres=0.4499)[0].shape == (1, 6)
+
+
+# ---------------------------------------------------------------- metrics at the threshold, COCO ground truth
+
+
+def test_iou_exactly_at_threshold_is_a_match_like_coco() -> None:
+    """COCO matches at IoU >= threshold: a detection covering half of its box (IoU exactly 0.5) counts
+    at 0.5 only; one at 0.75 exactly (15 x 10 of a 20 x 10 box) counts from 0.5 to 0.75."""
+    gt = torch.tensor([[0, 0, 0, 10, 10.0], [0, 100, 100, 120, 110]])
+    det = torch.tensor([[0, 0, 10, 20, 0.9, 0], [100, 100, 115, 110, 0.8, 0]])
+    correct = match_predictions(det, gt)
+    assert correct[0].tolist() == [True] + [False] * 9
+    assert correct[1].tolist() == [True] * 6 + [False] * 4
+
+
+def test_coco_ground_truth_from_labels_by_hand() -> None:
+    """A YOLO label (class, cx, cy, w, h normalised) of a 200 x 100 (w x h) image -> COCO bbox
+    [x, y, w, h] in pixels from the top-left corner, area w x h."""
+    labels = [np.array([[2, 0.25, 0.5, 0.3, 0.4]], np.float32)]
+    gt = coco_gt_from_labels(["a.jpg"], labels, np.array([[100, 200]]), category_ids=[5, 6, 7])
+    ann = gt["annotations"][0]
+    assert ann["bbox"] == pytest.approx([20.0, 30.0, 60.0, 40.0]) and ann["area"] == pytest.approx(2400.0)
+    assert ann["category_id"] == 7 and gt["images"][0] == {"id": 0, "file_name": "a.jpg", "height": 100,
+                                                          "width": 200}
+    det = detections_to_coco(np.array([[20, 30, 80, 70, 0.5, 1]]), image_id=0, category_ids=[5, 6, 7])
+    assert det == [{"image_id": 0, "category_id": 6, "bbox": [20.0, 30.0, 60.0, 40.0], "score": 0.5}]
 
 
 # ---------------------------------------------------------------- loss scale and accumulation
