@@ -20,14 +20,14 @@ import pytest
 import torch
 
 from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.dataset.augment import letterbox
+from build_utils.dataset.augment import box_candidates, letterbox, random_affine
 from build_utils.dataset.labels import parse_label_file
 from build_utils.geometry import scale_coords
 from build_utils.hyp import load_hyp
 from modules.model import DarkNet
 from train_val_utils.engine import StepSchedule, TrainKit, train_one_epoch
 from train_val_utils.evaluation.coco_eval import coco_gt_from_labels, detections_to_coco
-from train_val_utils.evaluation.metrics import match_predictions
+from train_val_utils.evaluation.metrics import ap_per_class, match_predictions
 from train_val_utils.evaluation.nms import _greedy_rounds_torch, nms_torch, non_max_suppression
 from train_val_utils.loss import YoloLoss
 from train_val_utils.training.distributed_utils import DistInfo
@@ -140,6 +140,33 @@ def test_odd_padding_letterbox_and_scale_coords_invert_exactly(h0: int, w0: int)
         assert torch.allclose(scale_coords((416, 416), boxed, (h0, w0), ratio_pad), box, atol=1e-9)
 
 
+def test_box_candidates_drops_each_kind_of_sliver() -> None:
+    """Kept: both sides above 2 px, more than 20% of the area left, aspect ratio under 20."""
+    before = np.array([[0, 0, 10, 10], [0, 0, 10, 3], [0, 0, 3, 10], [0, 0, 10, 10], [0, 0, 63, 3],
+                       [0, 0, 60, 3]], np.float32)
+    after = np.array([[0, 0, 10, 10], [0, 0, 10, 2], [0, 0, 2, 10], [0, 0, 4, 5], [0, 0, 63, 3],
+                      [0, 0, 60, 3]], np.float32)
+    # whole; 2 px high; 2 px wide; 20% of the area (not above); aspect 21; aspect 20 (not under)
+    assert box_candidates(before, after).tolist() == [True, False, False, False, False, False]
+    assert box_candidates(before[:1], np.array([[0, 0, 10, 2.5]], np.float32)).tolist() == [True]
+
+
+class _LowDraws:
+    """A Generator stand-in whose uniform(low, high) draws are `low`: scale 0.5 gives exactly 0.5x."""
+
+    def uniform(self, low: float, high: float, size: int | None = None) -> float:
+        return low
+
+
+def test_random_affine_judges_clipped_area_against_the_scaled_box() -> None:
+    """At 0.5x into a 40 x 40 output, x' = 0.5 x - 5: box 0..18 becomes -5..4, clipped to 0..4 (16 px^2),
+    which is 16 / 81 < 20% of the scaled box (9 x 9): dropped. Box 30..70 lands whole at 10..30."""
+    labels = np.array([[0, 0, 0, 18, 18], [1, 30, 30, 70, 70]], np.float32)
+    _, out = random_affine(np.zeros((100, 100, 3), np.uint8), labels, scale=0.5, out_shape=(40, 40),
+                           rng=_LowDraws())
+    assert out.tolist() == [[1, 10, 10, 30, 30]]
+
+
 # ---------------------------------------------------------------- label tolerance (1%)
 
 
@@ -236,6 +263,13 @@ def test_iou_exactly_at_threshold_is_a_match_like_coco() -> None:
     correct = match_predictions(det, gt)
     assert correct[0].tolist() == [True] + [False] * 9
     assert correct[1].tolist() == [True] * 6 + [False] * 4
+
+
+def test_perfect_detections_have_f1_one() -> None:
+    """F1 = 2PR / (P + R): 1 for perfect detections (P = R = 1), at the best-F1 confidence."""
+    res = ap_per_class(np.ones((2, 10), bool), np.array([0.9, 0.8]), np.array([0, 1]), np.array([0, 1]), nc=2)
+    assert res.p.tolist() == [1.0, 1.0] and res.r.tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(res.f1, [1.0, 1.0], rtol=1e-12)
 
 
 def test_coco_ground_truth_from_labels_by_hand() -> None:
