@@ -34,10 +34,10 @@ TESTS: dict[str, tuple[str, ...]] = {
     "modules/layers.py": ("tests/test_exact_values.py", "tests/test_model.py", "tests/test_weights.py"),
     "modules/yolo_layer.py": ("tests/test_model.py", "tests/test_weights.py"),
     "modules/weights.py": ("tests/test_weights.py",),
-    "train_val_utils/training/optim.py": ("tests/test_ema_optim.py", "tests/test_exact_values.py"),
+    "train_val_utils/training/optim.py": ("tests/test_ema_optim.py", "tests/test_accumulation.py"),
     "train_val_utils/training/ema.py": ("tests/test_ema_optim.py", "tests/test_exact_values.py"),
-    "train_val_utils/engine.py": ("tests/test_exact_values.py",),
-    "train_val_utils/trainer.py": ("tests/test_exact_values.py",),
+    "train_val_utils/engine.py": ("tests/test_accumulation.py",),
+    "train_val_utils/trainer.py": ("tests/test_accumulation.py",),
 }
 
 
