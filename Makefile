@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean-venv bench
+.PHONY: demo test lint install clean-venv bench mutation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py
+
+# mutation testing of the numerical core (minutes; not part of `make test`): see README, Development
+mutation: $(STAMP)
+	$(BIN)/python bench/mutation_run.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -197,6 +197,41 @@ def test_official_tiny_weights_detect(repo_root, darknet_dir, tiny_weights, phot
         assert found & options, (photo, sorted(found))
 
 
+# yolov3-tiny.weights on darknet/dog.jpg (768x576) letterboxed to 416, NMS conf 0.25 / IoU 0.45, boxes
+# mapped back to the photo: x1, y1, x2, y2 (pixels), score, class. Measured with the Darknet arithmetic
+# (BN epsilon 1e-6, leaky 0.1, -inf maxpool padding); 1 vs 2 threads differ by ~1e-4 px, BN epsilon
+# 1e-5 moves the boxes by up to 2.6e-3 px.
+DOG_DETECTIONS = [
+    [466.8322, 69.4237, 677.6982, 169.2214, 0.665399, 2],  # car
+    [132.7646, 187.8393, 369.2831, 514.9540, 0.593221, 16],  # dog
+    [204.4840, 154.2224, 577.8213, 447.3458, 0.542092, 1],  # bicycle
+    [482.2644, 82.2524, 673.5629, 170.3998, 0.405528, 7],  # truck
+]
+
+
+def test_official_tiny_weights_dog_detections_pinned(repo_root, darknet_dir, tiny_weights):
+    """Boxes within 1e-3 px and scores within 1e-4 of the measured values: any change to the model's
+    arithmetic, the weights order, letterbox, decoding, NMS or scale_coords shows here."""
+    from build_utils.dataset.augment import letterbox
+    from build_utils.dataset.image_io import read_image
+    from build_utils.geometry import scale_coords
+    from train_val_utils.evaluation.nms import non_max_suppression
+
+    model, _ = load_model(tiny_weights, repo_root / "cfg" / "yolov3-tiny.cfg")
+    img = read_image(darknet_dir / "dog.jpg")  # (576, 768, 3) RGB
+    boxed = letterbox(img, 416, auto=False)[0]
+    # (1, 3, 416, 416) RGB in [0, 1]
+    x = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1)))[None].float() / 255
+    with torch.no_grad():
+        pred, _ = model(x)
+    det = non_max_suppression(pred, conf_thres=0.25, iou_thres=0.45)[0].double()
+    det[:, :4] = scale_coords((416, 416), det[:, :4], img.shape[:2])
+    expected = np.array(DOG_DETECTIONS)
+    assert det.shape == expected.shape and det[:, 5].tolist() == expected[:, 5].tolist()
+    np.testing.assert_allclose(det[:, :4].numpy(), expected[:, :4], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(det[:, 4].numpy(), expected[:, 4], rtol=0, atol=1e-4)
+
+
 def test_load_model_errors(repo_root, tmp_path):
     save_checkpoint({"model": {"x": torch.zeros(1)}}, tmp_path / "nocfg.pt")
     with pytest.raises(WeightsError, match="no cfg_text; pass --cfg"):
