@@ -16,6 +16,7 @@ from build_utils.atomic import disk_full_cause
 from build_utils.errors import DiskFullError, UserError
 
 LOG_FORMAT = "%(message)s"
+LOG_HANDLER_NAME = "yolov3-suite-console"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -23,8 +24,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Route library loggers to stderr with plain messages (tqdm bars share the terminal)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, force=True)
+    """Route library loggers to stderr with plain messages (tqdm bars share the terminal).
+
+    Replaces only the handler this function installed before, so calling `main()` again in one process
+    (tests, notebooks) changes the level without dropping handlers others attached (pytest's caplog).
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == LOG_HANDLER_NAME]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler()  # the current sys.stderr
+    handler.set_name(LOG_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _flag(name: str) -> str:
