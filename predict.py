@@ -31,6 +31,7 @@ from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.backends import Backend, load_backend
+from modules.memory_estimate import check_model_memory
 from modules.model_fit import ModelClasses, input_size, model_classes
 from train_val_utils.evaluation.nms import NMS_MODES
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
@@ -153,6 +154,7 @@ def main(args: argparse.Namespace) -> PredictStats:
                       model_source=Path(args.weights).name,
                       size_changing="--augment" if args.augment else None)
     names, img_size = classes.names, size.img_size
+    check_model_memory(model, args.weights, batch=args.batch_size, img_size=img_size, device=device)
     saves = not args.nosave or args.save_txt or args.save_json
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok) if saves else None
     opts = PredictOptions(img_size=img_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
