@@ -32,7 +32,7 @@ from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.backends import Backend, load_backend
 from modules.memory_estimate import check_model_memory
-from modules.model_fit import ModelClasses, input_size, model_classes
+from modules.model_fit import ModelClasses, check_class_filter, input_size, model_classes
 from train_val_utils.evaluation.nms import NMS_MODES
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.predict.detections_io import ResultWriter
@@ -136,7 +136,7 @@ def log_summary(stats: PredictStats, img_size: int, save_dir: Path | None) -> No
                 stats.images / max(stats.wall_s, 1e-9))
     if stats.skipped:
         skipped = ", ".join(str(p) for p, _ in stats.skipped)
-        logger.warning("%d file(s) skipped: %s", len(stats.skipped), skipped)
+        logger.warning("%d file(s) skipped or incomplete: %s", len(stats.skipped), skipped)
     if save_dir is not None:
         logger.info("Results saved to %s", save_dir)
 
@@ -150,6 +150,7 @@ def main(args: argparse.Namespace) -> PredictStats:
         logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
     spec = resolve_source(args.source)
     model, classes = prepare_backend(args, device, half)
+    check_class_filter(args.classes, model.nc, args.weights)
     size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
                       model_source=Path(args.weights).name,
                       size_changing="--augment" if args.augment else None)
