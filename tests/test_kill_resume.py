@@ -14,6 +14,7 @@ from conftest import REPO
 from modules.checkpoint import load_checkpoint
 
 HARNESS = REPO / "tests" / "kill_harness.py"
+pytestmark = pytest.mark.slow  # ten short training runs as subprocesses
 
 
 def _argv(data: Path, project: Path, *extra: str) -> list[str]:

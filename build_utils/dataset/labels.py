@@ -55,8 +55,9 @@ def _check_image(img_path: str) -> tuple[int, int]:
                 raise ValueError("truncated JPEG (no end-of-image marker); re-export the image")
     try:
         img = read_image(img_path)
-    except DatasetError:
-        raise ValueError(undecodable_reason(head)) from None
+    except DatasetError as err:  # the decoder's reason (over the pixel limit, undecodable, ...)
+        reason = str(err).removeprefix(f"{img_path}: ").split("; remove it")[0]
+        raise ValueError(reason or undecodable_reason(head)) from None
     h, w = img.shape[:2]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ValueError(f"image is {w}x{h} px, under {MIN_SIDE} px")
