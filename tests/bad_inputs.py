@@ -15,7 +15,8 @@ BOMB_SIDE = 60000  # 3.6e9 pixels: 10.8 GB decoded
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def png_bomb(w: int = BOMB_SIDE, h: int = BOMB_SIDE) -> bytes:
@@ -93,12 +94,12 @@ def model_file_variants(folder: Path, pt: Path, onnx: Path, torchscript: Path) -
         "truncated.onnx": (cut(onnx, "truncated.onnx"), "truncated or damaged"),
         "pt_renamed.onnx": (copy(pt, "pt_renamed.onnx"), "is a PyTorch checkpoint (torch.save), not an ONNX"),
         "truncated.torchscript": (cut(torchscript, "truncated.torchscript"), "truncated or damaged"),
-        "pt_renamed.torchscript": (copy(pt, "pt_renamed.torchscript"), "is a PyTorch checkpoint (torch.save)"),
+        "pt_renamed.torchscript": (copy(pt, "pt_renamed.torchscript"), "a PyTorch checkpoint (torch.save)"),
         "ts_renamed.pt": (copy(torchscript, "ts_renamed.pt"), "is a TorchScript export, not a PyTorch"),
         "onnx_renamed.pt": (copy(onnx, "onnx_renamed.pt"), "is an ONNX model, not a PyTorch checkpoint"),
         "onnx_renamed.torchscript": (copy(onnx, "onnx_renamed.torchscript"), "rename it to"),
         "ts_renamed.onnx": (copy(torchscript, "ts_renamed.onnx"), "is a TorchScript export, not an ONNX"),
-        "text.onnx": (text("text.onnx", b"version https://git-lfs.github.com/spec/v1\n"), "it is a text file"),
+        "text.onnx": (text("text.onnx", b"version https://git-lfs.github.com/spec/v1\n"), "a text file"),
         "empty.onnx": (text("empty.onnx", b""), "empty file"),
         "empty.torchscript": (text("empty.torchscript", b""), "empty file"),
         "truncated.pt": (cut(pt, "truncated.pt"), "truncated or damaged"),

@@ -217,7 +217,8 @@ def _dead_pid() -> int:
 def test_run_lock(tmp_path: Path, owner: str, outcome: str, caplog: pytest.LogCaptureFixture) -> None:
     lock = tmp_path / LOCK_NAME
     host = socket.gethostname()
-    pid = {"live": os.getppid(), "dead": _dead_pid(), "other-host": 1, "self": os.getpid(), "garbage": 0}[owner]
+    pids = {"live": os.getppid(), "dead": _dead_pid(), "other-host": 1, "self": os.getpid(), "garbage": 0}
+    pid = pids[owner]
     content = {"pid": pid, "host": "gpu-node-7" if owner == "other-host" else host}
     lock.write_text("{not json" if owner == "garbage" else json.dumps(content))
     if outcome.startswith("in use"):
@@ -267,10 +268,10 @@ def test_resume_refuses_an_edited_cfg(tmp_path: Path, edit, line: str) -> None: 
 
 
 def test_resume_uses_the_stored_cfg_text(tmp_path: Path) -> None:
-    stored = DEMO_CFG.read_text()
-    assert check_cfg_unchanged({"cfg_text": stored}, tmp_path / "last.pt", str(tmp_path / "gone.cfg")) == stored
+    stored, last = DEMO_CFG.read_text(), tmp_path / "last.pt"
+    assert check_cfg_unchanged({"cfg_text": stored}, last, str(tmp_path / "gone.cfg")) == stored
     (tmp_path / "same.cfg").write_text(stored)
-    assert check_cfg_unchanged({"cfg_text": stored}, tmp_path / "last.pt", str(tmp_path / "same.cfg")) == stored
+    assert check_cfg_unchanged({"cfg_text": stored}, last, str(tmp_path / "same.cfg")) == stored
 
 
 def test_sigterm_exits_143(capsys: pytest.CaptureFixture) -> None:
