@@ -34,7 +34,7 @@ JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB
 
 def is_image_file(path: str | Path) -> bool:
     """True when the suffix (any case) is an image type the loaders accept."""
-    return Path(path).suffix.lower() in IMG_FORMATS
+    return os.path.splitext(path)[1].lower() in IMG_FORMATS  # no Path: called per file when listing
 
 
 def read_image(path: str | Path) -> np.ndarray:

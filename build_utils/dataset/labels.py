@@ -144,10 +144,14 @@ def content_hash(files: list[str]) -> str:
     h = hashlib.sha256()
     for f in files:
         try:
-            with open(f, "rb") as fh:
-                data = fh.read()
-            h.update(f"{f}|{len(data)}\n".encode())
-            h.update(data)
+            fd = os.open(f, os.O_RDONLY)  # no buffered file object: this runs for every label file
+            try:
+                data = os.read(fd, 1 << 20)
+                while chunk := os.read(fd, 1 << 20):
+                    data += chunk
+            finally:
+                os.close(fd)
+            h.update(f"{f}|{len(data)}\n".encode() + data)
         except OSError:
             h.update(f"{f}|-\n".encode())
     return h.hexdigest()
