@@ -169,7 +169,9 @@ def fail_killed_trials(study: Any) -> list[int]:
     their numbers. Optuna repeats this before each new trial, for kills during this run."""
     optuna = import_optuna()
     running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():  # flagged experimental too
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     failed = sorted(t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
                     if t.number in running)
     if failed:
