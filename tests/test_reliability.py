@@ -288,3 +288,23 @@ def test_verify_all_never_raises_on_a_bomb(tmp_path: Path) -> None:
     bad = write_bad_image(tmp_path, "bomb_png.png")
     (result,) = verify_all([str(bad)], [str(tmp_path / "bomb_png.txt")], 5, None, workers=1)
     assert result.status == "corrupt" and "header claims 60000x60000" in result.reason
+
+
+def test_video_cut_short_is_reported(demo_exports: dict, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    import cv2
+
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(40):
+        writer.write(np.full((64, 64, 3), i * 6, np.uint8))
+    writer.release()
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) * 6 // 10])
+    rc, err = _cli(predict.main, ["--weights", str(demo_exports["good.onnx"][0]), "--source", str(video),
+                                  "--nosave"], capsys)
+    assert rc == 0, err
+    line = next(ln for ln in err.splitlines() if ln.startswith(f"skipped {video}: only "))
+    decoded = int(line.split(": only ")[1].split()[0])
+    assert 0 < decoded < 38 and "of its 40 frames could be decoded" in line
+    assert "1 file(s) skipped or incomplete" in err
