@@ -31,7 +31,8 @@ from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules.backends import Backend, load_backend
-from modules.model_fit import ModelClasses, input_size, model_classes
+from modules.memory_estimate import check_model_memory
+from modules.model_fit import ModelClasses, check_class_filter, input_size, model_classes
 from train_val_utils.evaluation.nms import NMS_MODES
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.predict.detections_io import ResultWriter
@@ -135,7 +136,7 @@ def log_summary(stats: PredictStats, img_size: int, save_dir: Path | None) -> No
                 stats.images / max(stats.wall_s, 1e-9))
     if stats.skipped:
         skipped = ", ".join(str(p) for p, _ in stats.skipped)
-        logger.warning("%d file(s) skipped: %s", len(stats.skipped), skipped)
+        logger.warning("%d file(s) skipped or incomplete: %s", len(stats.skipped), skipped)
     if save_dir is not None:
         logger.info("Results saved to %s", save_dir)
 
@@ -149,10 +150,12 @@ def main(args: argparse.Namespace) -> PredictStats:
         logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
     spec = resolve_source(args.source)
     model, classes = prepare_backend(args, device, half)
+    check_class_filter(args.classes, model.nc, args.weights)
     size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
                       model_source=Path(args.weights).name,
                       size_changing="--augment" if args.augment else None)
     names, img_size = classes.names, size.img_size
+    check_model_memory(model, args.weights, batch=args.batch_size, img_size=img_size, device=device)
     saves = not args.nosave or args.save_txt or args.save_json
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok) if saves else None
     opts = PredictOptions(img_size=img_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,

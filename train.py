@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import HelpFormatter, Terminated, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import UserError
 from train_val_utils.trainer import Trainer
 from train_val_utils.training.distributed_utils import cleanup_distributed, init_distributed
@@ -125,9 +125,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         start = time.time()
         try:
             result = trainer.fit()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (build_utils.cli.Terminated)
             if dist_info.is_main:
-                logger.warning("interrupted: %s", resume_command(trainer.wdir / "last.pt"))
+                how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+                logger.warning("%s: %s", how, resume_command(trainer.wdir / "last.pt"))
             raise
         if dist_info.is_main:
             logger.info("%d epochs in %.1f min; results in %s", trainer.epochs_run,

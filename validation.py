@@ -96,6 +96,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import validation_loader
     from modules.backends import load_backend
+    from modules.memory_estimate import check_model_memory
     from modules.model_fit import input_size, model_classes
     from train_val_utils.engine import EvalOptions, evaluate
     from train_val_utils.evaluation.reporting import record_map_text
@@ -114,6 +115,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
                       model_source=Path(args.weights).name, size_changing=size_changing)
     img_size, rect = size.img_size, args.rect and size.allows_rect
+    check_model_memory(model, args.weights, batch=args.batch_size, img_size=img_size, device=device)
     coco_json = data.get("valid_json")
     if coco_json is not None and category_ids is None:
         raise ConfigError(f"{args.data}: valid_json= needs category_ids= (class index -> COCO category id)")

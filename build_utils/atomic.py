@@ -3,6 +3,8 @@
 A write that fails because the disk (or the `ulimit -f` file-size limit) is full raises
 `DiskFullError` naming the file, instead of an `OSError` or the `RuntimeError` torch wraps it in.
 Temp files a kill left behind (`.<name>.*.tmp`) are found and removed by `remove_stale_temp_files`.
+The written file gets the mode a plain `open()` would give it (0644 under umask 022), not the 0600 of
+`tempfile.mkstemp`, so colleagues on a shared server can read the results.
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ def disk_full_cause(err: BaseException | None) -> OSError | None:
     return None
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (/proc/self/status on Linux; elsewhere it is set and
+    restored at once, which other threads could observe only in that instant)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _temp_prefix(name: str) -> str:
     return f".{name}."
 
@@ -53,6 +70,8 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give what open() would
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

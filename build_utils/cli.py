@@ -7,9 +7,13 @@ least 1); each raises `UserError` naming the flag, its value and an accepted val
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from build_utils.atomic import disk_full_cause
@@ -17,6 +21,32 @@ from build_utils.errors import DiskFullError, UserError
 
 LOG_FORMAT = "%(message)s"
 LOG_HANDLER_NAME = "yolov3-suite-console"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what SLURM, Kubernetes and systemd send before SIGKILL
+# a file or folder the user named that this process may not read or write
+NO_ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so it unwinds exactly like Ctrl-C: atomic writes drop
+    their temp file, train.py prints the resume command; the exit code is 143 instead of 130."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` for the duration (main thread only: Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -64,24 +94,37 @@ def check_positive(value: int, name: str, minimum: int = 1) -> None:
         raise UserError(f"{_flag(name)} {value}: must be at least {minimum}")
 
 
+def _no_access_line(err: OSError) -> str:
+    where = err.filename or "a file"
+    return (f"cannot access {where} ({err.strerror}); pass a path this user may read and write (another "
+            "--project or output folder), or fix its permissions")
+
+
 def run_cli(main: Callable[[Any], Any], args: Any) -> int:
     """Run `main(args)`; a `UserError` becomes `error: <message>` on stderr and exit code 2.
 
-    A full disk met outside the atomic writers (a log line, a plot) counts as the user's: it is
-    reported the same way. Anything else is a bug in this software and keeps its traceback.
+    A full disk, or a file or folder this user may not read or write, met outside the checks that name
+    them (a log line, a plot, a label file) counts as the user's: it is reported the same way. SIGTERM
+    unwinds like Ctrl-C and exits 143 (Ctrl-C: 130). Anything else is a bug in this software and keeps
+    its traceback.
     """
     try:
-        main(args)
+        with sigterm_as_interrupt():
+            main(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # re-raised with its traceback unless a full disk is the cause
         cause = disk_full_cause(err)
-        if cause is None:
-            raise
-        print(f"error: {DiskFullError(cause.filename or 'a file', cause)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        if cause is not None:
+            print(f"error: {DiskFullError(cause.filename or 'a file', cause)}", file=sys.stderr)
+            return 2
+        if isinstance(err, OSError) and err.errno in NO_ACCESS_ERRNOS:
+            print(f"error: {_no_access_line(err)}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print("terminated (SIGTERM)" if terminated else "interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     return 0

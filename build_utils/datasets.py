@@ -120,9 +120,11 @@ class LoadImagesAndLabels(Dataset):
         for d in sorted({os.path.dirname(f) for f in label_files}):
             if not os.path.isdir(d):
                 continue
-            stems = {p.stem for p in Path(label2img_dir(d)).glob("*") if is_image_file(p)}
-            orphans += sorted(str(p) for p in Path(d).glob("*.txt")
-                              if str(p) not in wanted and p.stem not in stems)
+            img_dir = label2img_dir(d)
+            names = os.listdir(img_dir) if os.path.isdir(img_dir) else []
+            stems = {os.path.splitext(n)[0] for n in names if is_image_file(n)}
+            orphans += sorted(os.path.join(d, n) for n in os.listdir(d) if n.endswith(".txt")
+                              and os.path.join(d, n) not in wanted and n[:-4] not in stems)
         if orphans:
             more = f", ... ({len(orphans) - 3} more)" if len(orphans) > 3 else ""
             LOGGER.warning("%d label files without an image on disk: %s%s", len(orphans),

@@ -21,12 +21,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from build_utils.errors import HypError
 from build_utils.geometry import IOU_KINDS
 from build_utils.project_files import locate
-from build_utils.text_io import load_yaml_text, read_utf8
+from build_utils.text_io import read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +176,7 @@ def load_hyp(path: str | Path) -> dict[str, Any]:
     path = locate(path)
     if not path.is_file():
         raise HypError(f"{path}: hyperparameter file not found; pass --hyp cfg/hyp.yaml or a copy of it")
-    try:
-        raw = load_yaml_text(read_utf8(path, HypError))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise HypError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}); "
-                       f"fix the line or start from cfg/hyp.yaml") from None
+    raw = read_yaml_file(path, HypError, "start from cfg/hyp.yaml")
     return validate_hyp(raw, str(path))
 
 

@@ -63,3 +63,16 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml_text(text: str) -> Any:
     """`yaml.safe_load` that raises a `yaml.YAMLError` (with `problem_mark`) on duplicate keys."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_yaml_file(path: Path, error: type[UserError], fix: str) -> Any:
+    """A hand-edited YAML file (hyp.yaml, the --evolve-space file) read strictly: bad UTF-8, a syntax
+    error, a duplicate key or a tag such as `!!python/object` raise one `error` at `path:line`, ending
+    with `fix` (e.g. 'start from cfg/hyp.yaml')."""
+    try:
+        return load_yaml_text(read_utf8(path, error))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise error(f"{where}: not valid YAML ({problem}); fix the line or {fix}") from None

@@ -27,6 +27,7 @@ import torch
 from build_utils.errors import UserError, WeightsError
 from modules.loading import load_model
 from modules.model import DarkNet
+from modules.model_files import damaged_error, sniff_model_file, wrong_kind_error
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +243,18 @@ def load_backend(weights: str | Path, cfg: str | Path | None = None, device: str
         raise WeightsError(f"{path}: weights file not found")
     if cfg is not None:
         logger.warning("--cfg %s ignored: %s carries its own model", cfg, path.name)
-    backend = TorchScriptBackend(path, device) if path.suffix == ".torchscript" else OnnxBackend(path, device)
+    kind = sniff_model_file(path)
+    wrong = wrong_kind_error(path, kind, path.suffix)
+    if wrong is not None:  # e.g. a .pt renamed .onnx, or a torch.save checkpoint named .torchscript
+        raise wrong
+    backend_cls = TorchScriptBackend if path.suffix == ".torchscript" else OnnxBackend
+    try:
+        backend = backend_cls(path, device)
+    except (UserError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - the reader's own error types (InvalidProtobuf, miniz, ...)
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        detail = f"{type(err).__name__}: {detail.split('. ')[0]}"
+        raise damaged_error(path, kind, path.suffix, detail) from None
     logger.info("%s", backend.describe())
     return backend

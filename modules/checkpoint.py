@@ -24,6 +24,7 @@ from torch import nn
 from build_utils.atomic import atomic_write
 from build_utils.errors import WeightsError
 from build_utils.torch_utils import unwrap_model
+from modules.model_files import describe_kind, sniff_model_file, wrong_kind_error
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +38,6 @@ def save_checkpoint(ckpt: Mapping[str, Any], path: str | Path) -> None:
     """
     with atomic_write(path) as f:
         torch.save(dict(ckpt), f)
-
-
-PICKLE_PROTOCOL_BYTE = 0x80  # a pickle stream (torch's legacy format, or plain pickle) starts with it
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
-
-
-def _file_kind(path: Path) -> str:
-    """'zip', 'pickle', 'empty', 'text' or 'other', from the first bytes (not the suffix)."""
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if not head:
-        return "empty"
-    if head.startswith(ZIP_MAGIC):
-        return "zip"
-    if head[0] == PICKLE_PROTOCOL_BYTE and len(head) > 1 and 2 <= head[1] <= 5:
-        return "pickle"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "other"
-    return "text" if all(c.isprintable() or c in "\r\n\t" for c in text) else "other"
 
 
 def _refused(path: Path, detail: str) -> WeightsError:
@@ -91,12 +71,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: checkpoint not found")
-    kind = _file_kind(path)
-    if kind not in ("zip", "pickle"):
-        what = {"empty": "an empty file (0 bytes)", "text": "a text file"}.get(kind, "neither a zip archive "
-                                                                               "nor a pickle stream")
-        raise WeightsError(f"{path}: not a PyTorch checkpoint: it is {what}; pass a .pt written by "
-                           "train.py or export.py (or Darknet .weights with --cfg)")
+    kind = sniff_model_file(path)
+    wrong = wrong_kind_error(path, kind, ".pt")
+    if wrong is not None:  # a TorchScript or ONNX export named .pt
+        raise wrong
+    if kind not in ("checkpoint", "pickle", "zip-damaged"):
+        raise WeightsError(f"{path}: not a PyTorch checkpoint: it is {describe_kind(kind)}; pass a .pt "
+                           "written by train.py or export.py (or Darknet .weights with --cfg)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -119,7 +119,17 @@ def _check_size(mdef: dict[str, Any], i: int, out: _Map, n: int, source: str) ->
     raise _err(source, mdef, i, f"{keys}: {why}" if keys else why)
 
 
-def check_graph(module_defs: list[dict[str, Any]], net_info: dict[str, Any], source: str) -> None:
+@dataclass(frozen=True)
+class GraphShape:
+    """What the dry-run found: each layer's output at input `base` (the largest stride), and the
+    parameter count; at input k*base every side is k times as large."""
+
+    maps: list[_Map]
+    base: int
+    parameters: int
+
+
+def check_graph(module_defs: list[dict[str, Any]], net_info: dict[str, Any], source: str) -> GraphShape:
     """Raise `ConfigError` at the first layer that would fail forward at some multiple of the max stride.
 
     `module_defs` are the parsed layers (with `_line` and route/shortcut `_from`, as
@@ -155,3 +165,4 @@ def check_graph(module_defs: list[dict[str, Any]], net_info: dict[str, Any], sou
             x = _shortcut(mdef, i, x, maps, source, show)
         _check_size(mdef, i, x, n, source)
         maps.append(x)
+    return GraphShape(maps, n, total_params)

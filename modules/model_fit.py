@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from build_utils.errors import ConfigError
+from build_utils.errors import ConfigError, UserError
 from build_utils.parse_config import load_class_names
 from build_utils.project_files import PROJECT_ROOT
 from modules.loading import default_img_size
@@ -49,6 +49,15 @@ def model_classes(nc: int, names: list[str] | None, category_ids: list[int] | No
         logger.info("no class names (Darknet weights without --names): labels show class indices; "
                     "pass --names data/coco.names for COCO weights")
     return ModelClasses(names=names, category_ids=category_ids)
+
+
+def check_class_filter(classes: list[int] | None, nc: int, model_source: str) -> None:
+    """`--classes`: every index must be a class of the model (0..nc-1); an index outside would silently
+    filter out every detection."""
+    bad = [c for c in classes or [] if not 0 <= c < nc]
+    if bad:
+        raise UserError(f"--classes {' '.join(map(str, bad))}: the model ({model_source}) has {nc} classes, "
+                        f"indices 0 to {nc - 1}; pass indices in that range (see its class names)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -118,7 +118,8 @@ def test_ulimit_file_size_is_one_line(tiny_shapes: Path, tmp_path: Path) -> None
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, preexec_fn=limit,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2, proc.stderr
-    line = error_line(proc.stderr, f"no space left writing {tmp_path / 'exp/weights/last.pt'}",
+    # best.pt is committed before the last.pt that records it, so it meets the limit first
+    line = error_line(proc.stderr, f"no space left writing {tmp_path / 'exp/weights/best.pt'}",
                       "File too large", "no epoch was saved yet")
     assert "ulimit -f" in line
     assert not list((tmp_path / "exp/weights").glob(".*.tmp"))

@@ -25,8 +25,8 @@ from build_utils.atomic import remove_stale_temp_files
 from build_utils.datasets import LoadImagesAndLabels, collate_fn, validation_loader
 from build_utils.errors import ConfigError, DiskFullError, UserError
 from build_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
-from build_utils.parse_config import parse_data_cfg
-from build_utils.run_dir import make_run_dir
+from build_utils.parse_config import parse_data_cfg, read_cfg_text
+from build_utils.run_dir import RunLock, check_writable, make_run_dir
 from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import (
     build_checkpoint,
@@ -35,6 +35,7 @@ from modules.checkpoint import (
     save_checkpoint,
 )
 from modules.loading import load_model
+from modules.memory_estimate import check_cfg_memory
 from modules.model import DarkNet
 from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
 from train_val_utils.loss import YoloLoss
@@ -43,7 +44,7 @@ from train_val_utils.training.ema import ModelEMA
 from train_val_utils.training.image_weights import ImageWeightSampler
 from train_val_utils.training.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
 from train_val_utils.training.plot_queue import PlotQueue
-from train_val_utils.training.resume import mark_finished, only_finalisation_left
+from train_val_utils.training.resume import mark_finished, only_finalisation_left, reconcile_best
 from train_val_utils.training.run_config import RunConfig
 from train_val_utils.training.run_logger import RunLogger, write_args_yaml
 from train_val_utils.training.train_plots import plot_labels, plot_results
@@ -93,7 +94,7 @@ class Trainer:
         seed_everything(run.seed, run.deterministic)
         self.hyp = validate_hyp(ckpt["hyp"], str(ckpt_path)) if ckpt else load_hyp(run.hyp)
         self._setup_data_cfg()
-        self.model = self._build_model(ckpt is None)
+        self.model = self._build_model(ckpt)
         self._setup_optimization()
         self._setup_data()
         self.start_epoch, self.best_fitness, rows = 0, -1.0, []
@@ -116,12 +117,16 @@ class Trainer:
         else:
             self.save_dir = self._new_run_dir()
         self.wdir = self.save_dir / "weights"
+        self.best_epoch: int | None = None  # epoch of best.pt
+        self.lock = dist_info.on_main(lambda: RunLock(self.save_dir).acquire())  # one live run per folder
         if dist_info.is_main:
+            check_writable(self.save_dir, self.wdir)  # a read-only folder fails now, not after an epoch
             remove_stale_temp_files(self.wdir, ("last.pt", "best.pt"))
+            if ckpt is not None:
+                self.best_fitness, self.best_epoch = reconcile_best(ckpt, self.wdir / "best.pt")
         self.plots = PlotQueue(enabled=dist_info.is_main)
         self.log = dist_info.on_main(RunLogger, self.save_dir, run.epochs, rows)
         self.epochs_run, self.stale_epochs = 0, 0
-        self.best_epoch: int | None = None  # epoch of best.pt when this process saved it
         self.final_eval: tuple[int, dict[str, Any]] | None = None  # (epoch, metrics) evaluated with plots
         if dist_info.is_main:
             write_args_yaml(self.save_dir, run.as_dict(), self.hyp)
@@ -138,12 +143,20 @@ class Trainer:
         ids = data.get("category_ids")
         self.category_ids = None if self.run.single_cls or not isinstance(ids, list) else ids
 
-    def _build_model(self, fresh: bool) -> torch.nn.Module:
+    def _build_model(self, ckpt: dict[str, Any] | None) -> torch.nn.Module:
+        """A resumed run is built from the cfg text in its checkpoint (resume checked the file agrees)."""
         run = self.run
-        model = DarkNet(run.cfg)
+        stored = ckpt.get("cfg_text") if ckpt is not None else None
+        text = stored if isinstance(stored, str) else read_cfg_text(run.cfg)
+        largest = run.img_size * 3 // 2 if run.multi_scale else run.img_size  # multi-scale goes up to 1.5x
+        mixed = run.amp or (run.amp is None and self.device.type == "cuda")  # 2-byte activations
+        check_cfg_memory(text, run.cfg, batch=max(run.batch_size // self.dist.world_size, 1), height=largest,
+                         width=largest, training=True, device=self.device, fix="--img-size or --batch-size",
+                         activation_bytes=2 if mixed else 4)
+        model = DarkNet(run.cfg, cfg_text=text)
         if model.nc != self.nc:
             raise class_mismatch_error(model, run.cfg, run.data, self.nc, run.single_cls)
-        if fresh:
+        if ckpt is None:
             load_start_weights(model, run.weights)
         freeze_layers(model, run.freeze)
         model.to(self.device)
@@ -234,13 +247,17 @@ class Trainer:
     # ---- the run --------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         last_epoch = self.start_epoch if self.finalize_only else self.run.epochs  # finalize_only: train none
-        for epoch in range(self.start_epoch, last_epoch):
-            losses, seconds = self.train_epoch(epoch)
-            self.epochs_run += 1
-            if self.after_epoch(epoch, losses, seconds):
-                break
-        barrier(self.dist)
-        return self.finalize()
+        try:
+            for epoch in range(self.start_epoch, last_epoch):
+                losses, seconds = self.train_epoch(epoch)
+                self.epochs_run += 1
+                if self.after_epoch(epoch, losses, seconds):
+                    break
+            barrier(self.dist)
+            return self.finalize()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
         """One pass over the training data; returns the epoch's losses and lr, and its seconds."""
@@ -304,21 +321,24 @@ class Trainer:
         return metrics
 
     def _save(self, epoch: int, fit: float, improved: bool, stop: bool) -> None:
-        """last.pt, then the epoch's row in results.csv/txt and TensorBoard, then best.pt if improved.
+        """best.pt if improved, then last.pt, then the epoch's row in results.csv/txt and TensorBoard.
 
-        The rows travel in last.pt, so results.csv is never ahead of it; a full disk ends the run with
-        one line naming the last good checkpoint (the atomic write keeps the previous file whole).
+        best.pt is committed before the last.pt that records it, so no kill can leave last.pt naming a
+        best epoch whose weights were never written (`reconcile_best` keeps a best.pt that is ahead). The
+        rows travel in last.pt, so results.csv is never ahead of it; a full disk ends the run with one
+        line naming the last good checkpoint (the atomic write keeps the previous file whole).
         """
         ckpt = build_checkpoint(self.model, self.ema, self.optimizer, self.scaler, self.scheduler, epoch,
                                 self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows,
                                 early_stopped=stop, category_ids=self.category_ids)
         if isinstance(self.sampler, ImageWeightSampler):  # --image-weights resumes with the same weights
             ckpt["class_maps"] = self.sampler.class_maps.tolist()
+        ckpt["best_epoch"] = self.best_epoch
+        if improved and self.run.savebest:
+            self._save_file(deployable_checkpoint(ckpt), self.wdir / "best.pt")  # fp16 EMA only
         self._save_file(ckpt, self.wdir / "last.pt")
         self.last_ckpt, self.saved_epoch = ckpt, epoch  # the state tensors are shared, not copied
         self.log.write_row()
-        if improved and self.run.savebest:
-            self._save_file(deployable_checkpoint(ckpt), self.wdir / "best.pt")  # fp16 EMA only
         logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.run.epochs - 1,
                     self.wdir / "last.pt", fit, self.best_fitness)
 

@@ -35,8 +35,9 @@ def read_list_file(list_path: Path) -> list[Path]:
 def _expand_one(path: str | Path) -> list[str]:
     text = str(path)
     p = Path(text)
-    if p.is_dir():
-        return sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
+    if p.is_dir():  # os.walk: a listing of thousands of files without a Path object per file
+        return sorted(os.path.join(d, f) for d, _, names in os.walk(text, followlinks=True)
+                      for f in names if is_image_file(f))
     if p.is_file() and p.suffix.lower() == ".txt":
         return [str(f) for f in read_list_file(p) if is_image_file(f)]
     if p.is_file() and is_image_file(p):

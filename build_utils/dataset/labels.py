@@ -2,7 +2,9 @@
 
 Verification runs once per dataset in threads (decoding is done by OpenCV, which releases the
 GIL). The outcome of every pair, warnings included, is cached beside the labels keyed by a hash
-of the paths, sizes and mtimes, so a second run is instant yet repeats the same warnings.
+of the image paths, sizes and mtimes and of the label files' bytes (label files are tiny, so reading
+them costs about what a stat does, and a label edited in place within one mtime tick, or by a tool that
+restores the mtime, is never read stale), so a second run is instant yet repeats the same warnings.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def _check_image(img_path: str) -> tuple[int, int]:
                 raise ValueError("truncated JPEG (no end-of-image marker); re-export the image")
     try:
         img = read_image(img_path)
-    except DatasetError:
-        raise ValueError(undecodable_reason(head)) from None
+    except DatasetError as err:  # the decoder's reason (over the pixel limit, undecodable, ...)
+        reason = str(err).removeprefix(f"{img_path}: ").split("; remove it")[0]
+        raise ValueError(reason or undecodable_reason(head)) from None
     h, w = img.shape[:2]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ValueError(f"image is {w}x{h} px, under {MIN_SIDE} px")
@@ -136,6 +139,24 @@ def dataset_hash(files: list[str]) -> str:
     return h.hexdigest()
 
 
+def content_hash(files: list[str]) -> str:
+    """sha256 over paths and contents (missing files count too): for small files, as cheap as stat."""
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            fd = os.open(f, os.O_RDONLY)  # no buffered file object: this runs for every label file
+            try:
+                data = os.read(fd, 1 << 20)
+                while chunk := os.read(fd, 1 << 20):
+                    data += chunk
+            finally:
+                os.close(fd)
+            h.update(f"{f}|{len(data)}\n".encode() + data)
+        except OSError:
+            h.update(f"{f}|-\n".encode())
+    return h.hexdigest()
+
+
 def _to_json(results: list[PairResult], key: str) -> dict:
     return {"version": CACHE_VERSION, "hash": key, "pairs": [
         {"shape": list(r.shape), "labels": r.labels.tolist(), "status": r.status, "reason": r.reason,
@@ -151,11 +172,22 @@ def load_cache(cache_path: Path, key: str) -> list[PairResult] | None:
     """Cached results when the cache exists, is readable, current version and matches `key`."""
     try:
         data = json.loads(cache_path.read_text(encoding="utf-8"))
-        if data.get("version") == CACHE_VERSION and data.get("hash") == key:
-            return _from_json(data)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        LOGGER.warning("%s: unreadable label cache (%s); rebuilding it", cache_path, str(err)[:120])
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("pairs"), list):
+        LOGGER.warning("%s: not a label cache (valid JSON, but %s); rebuilding it", cache_path,
+                       "no 'pairs' list" if isinstance(data, dict) else f"a {type(data).__name__}")
+        return None
+    if data.get("version") != CACHE_VERSION or data.get("hash") != key:
+        return None
+    try:
+        return _from_json(data)
+    except (KeyError, TypeError, ValueError, IndexError):
+        LOGGER.warning("%s: damaged label cache entries; rebuilding it", cache_path)
+        return None
 
 
 def save_cache(cache_path: Path, results: list[PairResult], key: str) -> bool:
@@ -175,7 +207,7 @@ def save_cache(cache_path: Path, results: list[PairResult], key: str) -> bool:
 def verify_all(img_files: list[str], label_files: list[str], nc: int | None, cache_path: Path | None,
                workers: int = 8) -> list[PairResult]:
     """Verify every pair (threads + tqdm), using and refreshing the cache at `cache_path`."""
-    key = dataset_hash(img_files + label_files) + f"|nc={nc}"
+    key = f"{dataset_hash(img_files)}|{content_hash(label_files)}|nc={nc}"
     if cache_path is not None and (cached := load_cache(cache_path, key)) is not None:
         LOGGER.info("%s: labels read from the cache", cache_path)
         return cached

@@ -19,10 +19,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from build_utils.atomic import atomic_write
 from build_utils.drawing import class_color, draw_box
+from build_utils.errors import UserError
 from build_utils.geometry import xyxy2xywhn
+from build_utils.run_dir import ensure_dir
 
 logger = logging.getLogger(__name__)
+OUTPUT_FIX = "free space, or pass --project (and --name) with a folder you can write to"
 
 _DONE = object()
 
@@ -139,7 +143,7 @@ class ResultWriter:
         if self.save_txt:
             rel = frame.rel.with_name(f"{frame.rel.stem}_{frame.frame}") if video else frame.rel
             txt = (self.save_dir / "labels" / rel).with_suffix(".txt")
-            txt.parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(txt.parent, OUTPUT_FIX)
             lines = yolo_lines_from_xyxy(det, shape_hw)
             txt.write_text("".join(line + "\n" for line in lines))
         if self.save_json:
@@ -152,15 +156,16 @@ class ResultWriter:
         if video:
             self._video_frame(out.with_suffix(".mp4"), img, frame.fps)
         else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(out), img):
-                raise OSError(f"{out}: OpenCV could not write this image")
+            ensure_dir(out.parent, OUTPUT_FIX)
+            if not cv2.imwrite(str(out), img):  # OpenCV says no more: a full disk, a read-only folder
+                raise UserError(f"{out}: OpenCV could not write this image (disk full, or no permission to "
+                                f"write there); {OUTPUT_FIX}")
             self.saved.append(out)
 
     def _video_frame(self, out: Path, img: np.ndarray, fps: float) -> None:
         writer = self._videos.get(out)
         if writer is None:
-            out.parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(out.parent, OUTPUT_FIX)
             h, w = img.shape[:2]
             writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30.0, (w, h))
             if not writer.isOpened():
@@ -181,5 +186,6 @@ class ResultWriter:
         if not self.save_json:
             return None
         path = self.save_dir / "predictions.json"
-        path.write_text(json.dumps(self.records))
+        with atomic_write(path) as f:  # a full disk: one line naming it, no half-written JSON
+            f.write(json.dumps(self.records).encode())
         return path

@@ -228,6 +228,9 @@ class FramePrefetcher:
             cap.release()
         if n == 0 and kind == "video":
             self._skip(path, "no frame could be decoded (corrupt or unsupported video)")
+        elif kind == "video" and n < frames - 1 and not self._stop.is_set():  # the count may be off by one
+            self._skip(path, f"only {n} of its {frames} frames could be decoded (cut short or damaged); the "
+                             "rest are missing from the results")
         return True
 
     def _stream(self, url: str, path: Path) -> None:

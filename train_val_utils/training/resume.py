@@ -16,6 +16,9 @@ from typing import Any
 import torch
 
 from build_utils.errors import UserError
+from build_utils.parse_config import read_cfg_text
+from build_utils.project_files import locate
+from modules.checkpoint import deployable_checkpoint, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -126,3 +129,64 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
         raise UserError(f"{path}: this run already finished: it {how} and completed its final evaluation; "
                         "pass a larger --epochs to continue it, or fine-tune from it with --weights")
     return merged
+
+
+def reconcile_best(ckpt: Mapping[str, Any], best_path: Path) -> tuple[float, int | None]:
+    """(best fitness, best epoch) a resumed run continues from, with best.pt made to match last.pt.
+
+    The trainer commits best.pt before the last.pt that records it, so a kill between the two leaves
+    best.pt one epoch ahead: it holds a genuinely evaluated epoch with a better fitness, which is kept
+    (and its fitness adopted) rather than lost. When best.pt is missing or stale while last.pt itself is
+    the best epoch (a file deleted, or written by an older version that saved last.pt first), best.pt
+    is rebuilt from last.pt. Returns the checkpoint's own values otherwise.
+    """
+    fitness, epoch = float(ckpt["best_fitness"]), ckpt.get("best_epoch")
+    if not (ckpt.get("options") or {}).get("savebest", True) or fitness < 0:
+        return fitness, epoch
+    best: dict[str, Any] | None = None
+    if best_path.is_file():
+        try:
+            best = load_checkpoint(best_path)
+        except UserError as err:
+            logger.warning("%s: unreadable (%s); rebuilt if last.pt holds the best epoch", best_path, err)
+    if best is not None and int(best.get("epoch", -1)) > int(ckpt["epoch"]) \
+            and float(best.get("best_fitness", -1.0)) > fitness:
+        logger.info("%s: holds epoch %d (fitness %.4f), saved just before the run was stopped; kept as the "
+                    "best so far", best_path, best["epoch"], best["best_fitness"])
+        return float(best["best_fitness"]), int(best["epoch"])
+    if (best is None or int(best.get("epoch", -1)) != epoch) and epoch == int(ckpt["epoch"]):
+        save_checkpoint(deployable_checkpoint(dict(ckpt)), best_path)
+        logger.warning("%s: %s; rebuilt from last.pt (epoch %d, fitness %.4f)", best_path,
+                       "missing" if best is None else f"holds epoch {best.get('epoch')}", epoch, fitness)
+    elif best is None:
+        known = f"epoch {epoch}" if epoch is not None else "not recorded by this older checkpoint"
+        logger.warning("%s: missing, and last.pt does not hold the best epoch (%s); the best so far is "
+                       "forgotten and the next evaluated epoch becomes best.pt", best_path, known)
+        return -1.0, None
+    return fitness, epoch
+
+
+def check_cfg_unchanged(ckpt: Mapping[str, Any], ckpt_path: Path, cfg: str) -> str | None:
+    """The cfg text the resumed run is built from: the one stored in last.pt, which stays the run's truth.
+
+    The file at `cfg` must still hold that text (an edited cfg would silently train another model from
+    this epoch on); a difference is refused naming the first differing line. A cfg file that is gone is
+    no obstacle: the stored text is used. Returns None for checkpoints without stored text.
+    """
+    stored = ckpt.get("cfg_text")
+    if not isinstance(stored, str):
+        return None
+    path = locate(cfg)
+    if not path.is_file():
+        logger.info("%s: not found; resuming with the cfg text stored in %s", cfg, ckpt_path)
+        return stored
+    current = read_cfg_text(path)
+    if current != stored:
+        old, new = stored.splitlines(), current.splitlines()
+        n = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+        now = repr(new[n]) if n < len(new) else "the end of the file"
+        was = repr(old[n]) if n < len(old) else "the end of the file"
+        raise UserError(f"{path}:{n + 1}: the cfg changed since {ckpt_path} was saved (line {n + 1} is now "
+                        f"{now}, the run was trained with {was}); restore the file to resume, or start a new "
+                        f"run from these weights with --weights {ckpt_path}")
+    return stored

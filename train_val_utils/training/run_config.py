@@ -17,6 +17,7 @@ from build_utils.errors import UserError
 from modules.checkpoint import load_checkpoint
 from train_val_utils.training.resume import (
     BEFORE_THE_OPTION_EXISTED,
+    check_cfg_unchanged,
     find_last_checkpoint,
     resume_options,
 )
@@ -91,6 +92,7 @@ def resolve_run_config(args: argparse.Namespace, defaults: dict[str, Any]
     path = find_last_checkpoint(given["project"]) if given["resume"] == "latest" else Path(given["resume"])
     ckpt = load_checkpoint(path)
     merged = resume_options(ckpt, path, given, defaults)
+    check_cfg_unchanged(ckpt, path, merged["cfg"])
     merged["resume"] = str(path)
     for key, value in BEFORE_THE_OPTION_EXISTED.items():  # a checkpoint from an older version
         merged.setdefault(key, value)

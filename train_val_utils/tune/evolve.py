@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import yaml
 from build_utils.errors import ConfigError, UserError
 from build_utils.hyp import SCHEMA, validate_hyp
 from build_utils.project_files import locate
+from build_utils.text_io import read_yaml_file
 from train_val_utils.training.distributed_utils import DistInfo
 from train_val_utils.training.run_config import RunConfig
 
@@ -59,7 +61,7 @@ def load_search_space(path: str | Path) -> list[SearchKey]:
     path = locate(path)
     if not path.is_file():
         raise ConfigError(f"{path}: search-space file not found; pass --evolve-space cfg/evolve.yaml")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml_file(path, ConfigError, "start from cfg/evolve.yaml") or {}
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: expected `key: {{low: .., high: .., log: ..}}` lines "
                           "(see cfg/evolve.yaml)")
@@ -106,23 +108,53 @@ def default_pruner() -> Any:
     return import_optuna().pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# A trial process killed with -9 stops beating; when the study next runs, Optuna marks its trial FAIL
+# once no heartbeat came for the grace period (it would otherwise stay RUNNING forever).
+HEARTBEAT_S, GRACE_S = 60, 180
+
+
 def check_storage(url: str) -> str:
-    """Accept sqlite:///path, postgresql://..., mysql://... (optional +driver); makes sqlite's folder."""
+    """Accept sqlite:///path, postgresql://..., mysql://... (optional +driver), refusing what would lose
+    or scatter the study: an in-memory SQLite (kept nowhere), a SQLite file in a folder that does not
+    exist (a typo would silently start a new study elsewhere), and a file that is not a SQLite database."""
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in STORAGE_SCHEMES:
         raise UserError(f"--evolve-storage {url!r}: expected sqlite:///path/study.db, "
                         "postgresql://user:pw@host/db or mysql://user:pw@host/db")
-    if scheme == "sqlite" and url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if scheme != "sqlite":
+        return url
+    db = url.split("://", 1)[1][1:].split("?", 1)[0] if url.split("://", 1)[1].startswith("/") else ""
+    if db in ("", ":memory:") or "mode=memory" in url:
+        raise UserError(f"--evolve-storage {url!r}: an in-memory SQLite study is kept nowhere; name a file, "
+                        "e.g. sqlite:///runs/evolve/study.db")
+    path = Path(db)
+    if not path.parent.is_dir():
+        raise UserError(f"--evolve-storage {url!r}: the folder {path.parent} does not exist; create it or "
+                        "name a file in an existing folder")
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                raise UserError(f"--evolve-storage {url!r}: {path} is not a SQLite database; name a new file "
+                                "or the study.db an earlier --evolve wrote")
     return url
 
 
-def open_study(storage: str, name: str, sampler: Any, pruner: Any, attempts: int = 5) -> Any:
-    """Create the study or load it (continue); retries the race of two processes creating it at once."""
+def open_study(storage: str, name: str, sampler: Any, pruner: Any, attempts: int = 5,
+               heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
+    """Create the study or load it (continue); retries the race of two processes creating it at once.
+
+    The storage runs Optuna's heartbeat, so trials of killed processes are marked FAIL (logged) when
+    the study continues instead of staying RUNNING forever.
+    """
     optuna = import_optuna()
     for attempt in range(attempts):
         try:
-            return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
+            with warnings.catch_warnings():  # heartbeat_interval is flagged experimental (Optuna 3-5)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_s,
+                                                 grace_period=grace_s)
+            return optuna.create_study(storage=rdb, study_name=name, sampler=sampler, pruner=pruner,
                                        direction="maximize", load_if_exists=True)
         except Exception as err:  # noqa: BLE001 - the DB driver's own error types (locked, exists)
             if attempt == attempts - 1:
@@ -130,6 +162,22 @@ def open_study(storage: str, name: str, sampler: Any, pruner: Any, attempts: int
             logger.info("study %s busy (%s); retrying", name, err)
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def fail_killed_trials(study: Any) -> list[int]:
+    """Mark FAIL (and log) the RUNNING trials whose process stopped beating, e.g. killed with -9; returns
+    their numbers. Optuna repeats this before each new trial, for kills during this run."""
+    optuna = import_optuna()
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    with warnings.catch_warnings():  # flagged experimental too
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed = sorted(t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+                    if t.number in running)
+    if failed:
+        logger.warning("evolve: trial(s) %s stopped beating (their process was killed); marked FAIL",
+                       ", ".join(map(str, failed)))
+    return failed
 
 
 def trial_run_config(run: RunConfig, hyp_path: Path, evolve_dir: Path, number: int) -> RunConfig:
@@ -196,6 +244,7 @@ def run_evolve(run: RunConfig, base_hyp: dict[str, Any], space: list[SearchKey],
     seed = None if storage else run.seed
     study = open_study(url, study_name or DEFAULT_STUDY_NAME, make_sampler(sampler, seed),
                        pruner if pruner is not None else default_pruner())
+    fail_killed_trials(study)
     before = len(study.trials)
     logger.info("evolve: study %r in %s (%d trials so far), %d more with the %s sampler; results in %s",
                 study.study_name, url, before, n_trials, sampler, evolve_dir)
