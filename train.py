@@ -40,6 +40,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyp", default="cfg/hyp.yaml", help="hyperparameter file, validated at load")
     p.add_argument("--weights", default="", help="starting weights: '' (from scratch), Darknet .weights "
                    "(darknet53.conv.74-style backbone files recognised by size) or our .pt")
+    p.add_argument("--transfer", action=bool_flag, default=True,
+                   help="load the predictor rows of the classes --weights knows by name (case, spaces, '_' "
+                        "and '-' ignored) in the new class order, the others start from the bias prior; "
+                        "--no-transfer: rows of another class count re-initialise, of the same count load")
+    p.add_argument("--source-names", default=None, metavar="FILE",
+                   help="class names of --weights, one a line; None = a .pt's own names, data/coco.names "
+                        "for 80-class Darknet weights")
     p.add_argument("--epochs", type=int, default=30, help="number of epochs")
     p.add_argument("--batch-size", type=int, default=16, help="total batch size (split over torchrun ranks)")
     p.add_argument("--nbs", type=int, default=64,

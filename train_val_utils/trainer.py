@@ -48,7 +48,7 @@ from train_val_utils.training.resume import mark_finished, only_finalisation_lef
 from train_val_utils.training.run_config import RunConfig
 from train_val_utils.training.run_logger import RunLogger, write_args_yaml
 from train_val_utils.training.train_plots import plot_labels, plot_results
-from train_val_utils.training.train_setup import freeze_layers, load_start_weights
+from train_val_utils.training.train_setup import ClassTransfer, freeze_layers, load_start_weights
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,8 @@ class Trainer:
         if model.nc != self.nc:
             raise class_mismatch_error(model, run.cfg, run.data, self.nc, run.single_cls)
         if ckpt is None:
-            load_start_weights(model, run.weights)
+            transfer = ClassTransfer(self.names, run.source_names) if run.transfer else None
+            load_start_weights(model, run.weights, transfer)
         freeze_layers(model, run.freeze)
         model.to(self.device)
         if run.channels_last:

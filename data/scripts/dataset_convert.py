@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from build_utils.errors import DatasetError
+from modules.class_transfer import normalise_class_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -150,17 +151,24 @@ def load_coco_json(json_path: Path) -> dict:
 
 
 def select_categories(cats: list[dict], classes: list[str] | None, source: str) -> list[dict]:
-    """The categories named by `classes` (names or COCO ids), in COCO id order; all when None."""
+    """The categories named by `classes` (names or COCO ids), in COCO id order; all when None.
+
+    Names match as fine-tuning matches them (case, spaces, '_' and '-' ignored: `Dining_Table` finds
+    `dining table`), and the JSON's own spelling is what the caller writes to classes.names, so the
+    names then match the starting weights' names (data/coco.names) without edits.
+    """
     cats = sorted(cats, key=lambda c: c["id"])
     if not classes:
         return cats
-    by_name = {c["name"]: c for c in cats}
+    by_name = {normalise_class_name(c["name"]): c for c in reversed(cats)}  # first of a repeated name
     by_id = {str(c["id"]): c for c in cats}
-    unknown = [k for k in classes if k not in by_name and k not in by_id]
+    classes = [by_id[k]["name"] if normalise_class_name(k) not in by_name and k in by_id else k
+               for k in classes]
+    unknown = [k for k in classes if normalise_class_name(k) not in by_name]
     if unknown:
         raise DatasetError(f"{source}: --classes {', '.join(unknown)} not among its categories "
                            f"({', '.join(c['name'] for c in cats[:10])}{', ...' if len(cats) > 10 else ''})")
-    keep = {(by_name.get(k) or by_id[k])["id"] for k in classes}
+    keep = {by_name[normalise_class_name(k)]["id"] for k in classes}
     return [c for c in cats if c["id"] in keep]
 
 

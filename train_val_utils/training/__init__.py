@@ -2,7 +2,7 @@
 
 - `run_config.py`: the frozen `RunConfig` of every train.py option and its resume merge.
 - `resume.py`: the resume policy: what may change on resume, finding the last run, the resume command.
-- `train_setup.py`: the starting weights of a run and `--freeze`.
+- `train_setup.py`: the starting weights of a run (predictor rows transferred by class name) and `--freeze`.
 - `optim.py`: parameter groups, optimizer, LR schedule, warm-up and gradient accumulation.
 - `ema.py`: the exponential moving average of the weights.
 - `image_weights.py`: class-frequency image sampling (`--image-weights`).

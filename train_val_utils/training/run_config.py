@@ -66,6 +66,8 @@ class RunConfig:
     evolve_storage: str | None
     evolve_name: str | None
     evolve_space: str
+    transfer: bool
+    source_names: str | None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:

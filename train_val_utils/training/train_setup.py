@@ -1,19 +1,26 @@
 """Starting weights and layer freezing for a training run.
 
-Starting weights may come from our `.pt` (any class count: matching tensors load, the predictor
-convs re-initialise), from full Darknet `.weights` (also of another class count: the file's count
-is worked out from its size), or from a backbone file such as `darknet53.conv.74`, recognised by
-its size: the cutoff is the number of leading layers whose floats the file holds exactly.
+Starting weights may come from our `.pt` (any class count: matching tensors load), from full Darknet
+`.weights` (also of another class count: the file's count is worked out from its size), or from a
+backbone file such as `darknet53.conv.74`, recognised by its size: the cutoff is the number of leading
+layers whose floats the file holds exactly. When the weights' class names are known, the predictor
+rows of the classes they share with the new model load in its class order (`ClassTransfer`); the
+other classes start from the bias prior.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.errors import UserError, WeightsError
+from build_utils.parse_config import load_class_names
 from modules.checkpoint import checkpoint_state_dict, load_checkpoint, load_matching_state_dict
+from modules.class_transfer import darknet_source_names, transfer_classes
 from modules.model import DarkNet
 from modules.weights import (
     darknet_file_floats,
@@ -27,19 +34,47 @@ logger = logging.getLogger(__name__)
 FREEZE_CHOICES = ("none", "backbone", "heads-only")
 
 
-def load_darknet_start(model: DarkNet, path: Path) -> None:
+@dataclass(frozen=True)
+class ClassTransfer:
+    """How starting weights of other classes are matched by name (`--transfer`, the default).
+
+    `class_names`: the new model's classes; `source_names`: `--source-names` (a .names file giving the
+    starting weights' classes; by default a .pt's own names, or data/coco.names for 80-class Darknet
+    weights).
+    """
+
+    class_names: Sequence[str]
+    source_names: str | None = None
+
+
+def _source_names(ckpt: dict[str, Any], transfer: ClassTransfer) -> list[str] | None:
+    if transfer.source_names is not None:
+        return load_class_names(transfer.source_names)
+    names = ckpt.get("class_names")
+    return list(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
+def load_darknet_start(model: DarkNet, path: Path, transfer: ClassTransfer | None = None) -> None:
     """Full weights, weights of another class count, or a backbone cutoff file, told apart by size."""
     have = darknet_file_floats(path)
-    if have == darknet_float_count(model):
-        load_darknet_weights(model, path)
-        return
-    other_nc = fitting_class_count(model, have)
-    if other_nc is not None:
-        donor = DarkNet.from_cfg_text(rewrite_cfg_classes(model.cfg_text, other_nc), source=str(path))
+    same = have == darknet_float_count(model)
+    source_nc = model.nc if same else fitting_class_count(model, have)
+    if source_nc is not None:
+        names = darknet_source_names(source_nc, transfer.source_names) if transfer is not None else None
+        if same and (names is None or list(names) == list(transfer.class_names)):
+            load_darknet_weights(model, path)
+            return
+        donor = DarkNet.from_cfg_text(rewrite_cfg_classes(model.cfg_text, source_nc), source=str(path))
         load_darknet_weights(donor, path)
-        n, _ = load_matching_state_dict(model, donor.state_dict(), f"{path} ({other_nc} classes)")
-        logger.info("fine-tuning from %d-class Darknet weights: %d tensors loaded, predictor convs "
-                    "re-initialised for %d classes", other_nc, n, model.nc)
+        label = f"{path} ({source_nc} classes)"
+        state = donor.state_dict()
+        if names is not None:
+            state = transfer_classes(model, state, names, transfer.class_names, label)
+        n, _ = load_matching_state_dict(model, state, label)
+        if names is None:
+            logger.info("fine-tuning from %d-class Darknet weights: %d tensors loaded, predictor convs "
+                        "re-initialised for %d classes (class names of the weights unknown: pass "
+                        "--source-names to transfer the matching ones)", source_nc, n, model.nc)
         return
     for cutoff in range(1, len(model.module_defs)):
         if darknet_float_count(model, cutoff) == have:
@@ -50,8 +85,13 @@ def load_darknet_start(model: DarkNet, path: Path) -> None:
     load_darknet_weights(model, path)  # raises WeightsError with both counts and the likely cause
 
 
-def load_start_weights(model: DarkNet, weights: str) -> None:
-    """Initialise `model` from `weights` ('' = from scratch, .pt, or Darknet .weights)."""
+def load_start_weights(model: DarkNet, weights: str, transfer: ClassTransfer | None = None) -> None:
+    """Initialise `model` from `weights` ('' = from scratch, .pt, or Darknet .weights).
+
+    With `transfer` (None = `--no-transfer`) the predictor rows of classes the weights know by name
+    are loaded in the new class order (`modules.class_transfer`); otherwise predictor convs of another
+    class count re-initialise and those of the same count load as they are.
+    """
     if not weights:
         logger.info("weights: none, training %s from scratch", model.cfg_name)
         return
@@ -64,9 +104,13 @@ def load_start_weights(model: DarkNet, weights: str) -> None:
     if path.suffix == ".pt":
         ckpt = load_checkpoint(path)
         origin = ckpt.get("cfg_name") if isinstance(ckpt.get("cfg_name"), str) else None
-        load_matching_state_dict(model, checkpoint_state_dict(ckpt, path), str(path), origin)
+        state = checkpoint_state_dict(ckpt, path)
+        names = _source_names(ckpt, transfer) if transfer is not None else None
+        if names is not None and list(names) != list(transfer.class_names):
+            state = transfer_classes(model, state, names, transfer.class_names, str(path))
+        load_matching_state_dict(model, state, str(path), origin)
         return
-    load_darknet_start(model, path)
+    load_darknet_start(model, path, transfer)
 
 
 def backbone_end(model: DarkNet) -> int:
