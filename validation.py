@@ -59,6 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf-thres", type=float, default=EVAL_CONF_THRES,
                    help="drop detections scoring below this")
     p.add_argument("--iou-thres", type=float, default=EVAL_IOU_THRES, help="NMS IoU threshold")
+    p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
+                   help="score only these classes (names or indices of --data): their detections and labels; "
+                        "mAP is their mean. None = all")
     p.add_argument("--task", choices=("val", "study", "speed"), default="val",
                    help="val: score once; study: mAP and ms/img over --study-sizes; speed: timing only")
     p.add_argument("--study-sizes", type=int, nargs="+", default=list(DEFAULT_STUDY_SIZES),
@@ -96,6 +99,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import validation_loader
     from modules.backends import load_backend
+    from modules.class_transfer import class_indices
     from modules.memory_estimate import check_model_memory
     from modules.model_fit import input_size, model_classes
     from train_val_utils.engine import EvalOptions, evaluate
@@ -126,7 +130,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
                           save_json=args.save_json, per_class=args.per_class, coco_json=coco_json,
-                          category_ids=classes.category_ids, augment=args.augment, nms=args.nms)
+                          category_ids=classes.category_ids, augment=args.augment, nms=args.nms,
+                          classes=class_indices(args.classes, names, args.data) if args.classes else None)
     if args.task == "speed":
         return run_speed_task(model, make_loader(img_size), device, options)
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)

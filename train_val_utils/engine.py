@@ -236,6 +236,7 @@ class EvalOptions:
     cache_dir: str | Path | None = None
     augment: bool = False
     nms: str = "plain"
+    classes: tuple[int, ...] | None = None  # score only these class indices (validation.py --classes)
 
     def __post_init__(self) -> None:
         if self.nms not in NMS_MODES:
@@ -258,7 +259,7 @@ def run_detection(model: nn.Module, dataloader: Any, device: torch.device, optio
     """Forward + NMS over the loader: per image (dataset index, det (n, 6) in original pixels), the
     summed pre-process/inference/NMS seconds and the image count (`validation.py --task speed`)."""
     nms_kw = {"conf_thres": options.conf_thres, "iou_thres": options.iou_thres, "multi_label": True,
-              "merge": options.nms == "merge"}
+              "merge": options.nms == "merge", "classes": options.classes}
     dataset = dataloader.dataset
     index_of = {f: i for i, f in enumerate(dataset.img_files)}
     dtype = input_dtype(model)  # a DarkNet's parameter dtype, or what a backend's graph takes
@@ -335,15 +336,19 @@ def evaluate(model: nn.Module, dataloader: Any, class_names: list[str], device: 
     coco_dets = []
     for idx, det in per_image:  # loop over images; matching inside is vectorised
         gt = torch.from_numpy(np.asarray(dataset.ground_truth(idx), np.float32)).reshape(-1, 5)
+        if options.classes is not None:  # other classes' labels neither count nor enter the means
+            gt = gt[torch.isin(gt[:, 0], torch.tensor(options.classes, dtype=gt.dtype))]
         correct = match_predictions(det, gt).numpy()  # (n, 10)
         stats.append((correct, det[:, 4].numpy(), det[:, 5].numpy(), gt[:, 0].numpy()))
         confusion.process_batch(det, gt)
         coco_dets += detections_to_coco(det.numpy(), image_ids[idx], options.category_ids)
     tp, conf, pred_cls, target_cls = (np.concatenate(s) for s in zip(*stats)) if stats else [np.zeros(0)] * 4
     ap = ap_per_class(tp, conf, pred_cls, target_cls, nc)
-    coco_stats, summary = evaluate_coco(gt_source, coco_dets, [image_ids[i] for i, _ in per_image])
+    coco_stats, summary = evaluate_coco(gt_source, coco_dets, [image_ids[i] for i, _ in per_image],
+                                        category_ids=_scored_category_ids(options))
     results = _collect(ap, coco_stats, summary, times, seen, per_image, dataset, names, confusion)
-    results.update(nms=options.nms, augment=options.augment)  # which NMS / TTA produced these numbers
+    results.update(nms=options.nms, augment=options.augment,  # which NMS / TTA produced these numbers
+                   classes=list(options.classes) if options.classes is not None else None)
 
     logger.info("%s", results_table(results, per_class=options.per_class))
     logger.info("%s", speed_line(results["speed_ms"]))
@@ -352,6 +357,14 @@ def evaluate(model: nn.Module, dataloader: Any, class_names: list[str], device: 
     if plot_dir is not None:
         run_plot(_plot_metrics, ap, confusion.matrix.copy(), plot_dir, names)
     return results
+
+
+def _scored_category_ids(options: EvalOptions) -> list[int] | None:
+    """COCO category ids of `options.classes` (None = every category)."""
+    if options.classes is None:
+        return None
+    ids = options.category_ids
+    return [int(ids[c]) if ids is not None else int(c) for c in options.classes]
 
 
 def _collect(ap: Any, coco_stats: np.ndarray, summary: str, times: list[float], seen: int, per_image: list,

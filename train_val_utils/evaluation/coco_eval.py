@@ -152,11 +152,13 @@ def evaluate_coco(
     detections: list[dict],
     image_ids: Sequence[int] | None = None,
     backend: str = "auto",
+    category_ids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, str]:
     """Run COCO bbox evaluation; returns (12 stats, their summary text).
 
     `gt` is a COCO dict or the path of a COCO JSON; `image_ids` restricts scoring to those images
-    (our validation set inside a bigger annotation file). No detections give all-zero stats.
+    (our validation set inside a bigger annotation file), `category_ids` to those categories (the
+    means run over them only). No detections give all-zero stats.
     """
     coco_cls, eval_cls = _backend(backend)
     with _quiet():
@@ -171,6 +173,8 @@ def evaluate_coco(
         ev = eval_cls(coco_gt, coco_dt, "bbox")
         if image_ids is not None:
             ev.params.imgIds = sorted(set(int(i) for i in image_ids))
+        if category_ids is not None:
+            ev.params.catIds = sorted(set(int(c) for c in category_ids))
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
