@@ -48,16 +48,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_subset(out: Path, kept: list[str]) -> tuple[Path, Path]:
-    """(80-class .data, k-class .data) over the coco128 images holding a kept class."""
+def build_subset(out: Path, kept: list[str], src: Path = REFERENCE / "coco128",
+                 first: int | None = None) -> tuple[Path, Path]:
+    """(80-class .data, k-class .data) over the coco128 images holding a kept class (of the `first`
+    label files when given); the k-class labels are relabelled to `kept`'s order."""
     coco = load_class_names(REPO / "data" / "coco.names")
     source_of = match_class_names(kept, coco)
     new_index = {s: j for j, s in enumerate(source_of)}
-    src = REFERENCE / "coco128"
     for kind in ("all", "kept"):
         for sub in ("images", "labels"):
             (out / kind / sub).mkdir(parents=True, exist_ok=True)
-    for label in sorted((src / "labels" / "train").glob("*.txt")):
+    for label in sorted((src / "labels" / "train").glob("*.txt"))[:first]:
         rows = [r.split() for r in label.read_text().splitlines() if r.strip()]
         kept_rows = [[str(new_index[int(r[0])]), *r[1:]] for r in rows if int(r[0]) in new_index]
         image = src / "images" / "train" / f"{label.stem}.jpg"

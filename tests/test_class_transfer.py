@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import train
+from bench.class_transfer_check import build_subset
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.errors import UserError, WeightsError
 from build_utils.parse_config import parse_data_cfg
@@ -159,6 +160,7 @@ def test_validation_classes_resolve_names_and_indices() -> None:
         class_indices(["3"], names, "x.data")
 
 
+@pytest.mark.slow
 def test_train_flags_transfer_or_not(tmp_path: Path, tiny_shapes: Path) -> None:
     """train.py end to end: --transfer (default) starts from the source rows, --no-transfer from the prior."""
     names = parse_data_cfg(tiny_shapes)["class_names"]  # 5 shapes
@@ -189,6 +191,7 @@ def test_train_flags_transfer_or_not(tmp_path: Path, tiny_shapes: Path) -> None:
     torch.testing.assert_close(rows["--no-transfer"], torch.full((predictor.na, 5), prior), atol=0.1, rtol=0)
 
 
+@pytest.mark.slow
 def test_transferred_model_scores_like_the_source_on_its_classes(tmp_path: Path, tiny_weights: Path,
                                                                   coco128: Path, repo_root: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,25 +199,8 @@ def test_transferred_model_scores_like_the_source_on_its_classes(tmp_path: Path,
     import validation
 
     monkeypatch.setenv("YOLOV3_CACHE", str(tmp_path / "cache"))
-    kept = ["car", "person", "dog"]  # coco classes 2, 0, 16
-    new_index = {2: 0, 0: 1, 16: 2}
-    for kind in ("all", "kept"):
-        for sub in ("images", "labels"):
-            (tmp_path / kind / sub).mkdir(parents=True)
-    for label in sorted((coco128 / "labels" / "train").glob("*.txt"))[:24]:
-        image = coco128 / "images" / "train" / f"{label.stem}.jpg"
-        rows = [r.split() for r in label.read_text().splitlines() if r.strip()]
-        ours = [[str(new_index[int(r[0])]), *r[1:]] for r in rows if int(r[0]) in new_index]
-        if not ours or not image.is_file():
-            continue
-        for kind, lines in (("all", rows), ("kept", ours)):
-            (tmp_path / kind / "images" / image.name).symlink_to(image)
-            (tmp_path / kind / "labels" / label.name).write_text("".join(" ".join(r) + "\n" for r in lines))
-    (tmp_path / "kept.names").write_text("".join(n + "\n" for n in kept))
-    sources = (("all", 80, repo_root / "data" / "coco.names"), ("kept", 3, tmp_path / "kept.names"))
-    for kind, nc, names in sources:
-        (tmp_path / f"{kind}.data").write_text(f"classes={nc}\ntrain={tmp_path / kind / 'images'}\n"
-                                               f"valid={tmp_path / kind / 'images'}\nnames={names}\n")
+    kept = ["car", "person", "dog"]  # coco classes 2, 0, 16, relabelled 0, 1, 2
+    all_data, kept_data = build_subset(tmp_path, kept, coco128, first=24)
     cfg = repo_root / "cfg" / "yolov3-tiny.cfg"
     model = DarkNet.from_cfg_text(rewrite_cfg_classes(cfg.read_text(), 3), "tiny-3.cfg")
     load_start_weights(model, str(tiny_weights), ClassTransfer(kept))
@@ -223,10 +209,10 @@ def test_transferred_model_scores_like_the_source_on_its_classes(tmp_path: Path,
     common = ["--img-size", "320", "--device", "cpu", "--workers", "0", "--no-plots",
               "--project", str(tmp_path / "val")]
     source = validation.main(validation.get_args_parser().parse_args(
-        ["--weights", str(tiny_weights), "--cfg", str(cfg), "--data", str(tmp_path / "all.data"),
+        ["--weights", str(tiny_weights), "--cfg", str(cfg), "--data", str(all_data),
          "--classes", *kept, *common]))
     ours = validation.main(validation.get_args_parser().parse_args(
-        ["--weights", str(tmp_path / "start.pt"), "--data", str(tmp_path / "kept.data"), *common]))
+        ["--weights", str(tmp_path / "start.pt"), "--data", str(kept_data), *common]))
     src_per = {c["name"]: c for c in source["per_class"]}
     assert source["classes"] == [0, 2, 16] and source["n_instances"] == ours["n_instances"] > 20
     assert sum(c["instances"] for c in source["per_class"]) == source["n_instances"]  # other labels ignored
