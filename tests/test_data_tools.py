@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from build_utils.datasets import LoadImagesAndLabels
+from build_utils.errors import DatasetError
 from build_utils.parse_config import parse_data_cfg, parse_model_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,3 +155,21 @@ def test_make_shapes_dataset(tmp_path: Path) -> None:
     assert data["classes"] == 5 and len(data["class_names"]) == 5
     ds = LoadImagesAndLabels(data["train"], img_size=128, nc=data["classes"])
     assert len(ds) == 12 and ds.image_shapes.tolist()[0] == [128, 128]
+
+
+def test_coco_classes_match_loosely_and_keep_coco_spelling(tmp_path: Path) -> None:
+    """`--classes Tooth_Brush PERSON` finds the categories; classes.names and the .data keep COCO's
+    spelling, the spelling fine-tuning matches against data/coco.names."""
+    js, imgs = _coco_tree(tmp_path)
+    out = tmp_path / "coco"
+    _run("coco2yolo", "--out", str(out), "--val-json", str(js), "--val-images", str(imgs),
+         "--train-json", str(js), "--train-images", str(imgs), "--classes", "Tooth_Brush", "PERSON")
+    assert (out / "classes.names").read_text().splitlines() == ["person", "toothbrush"]
+    np.testing.assert_allclose(_rows(out / "val/labels/000000000001.txt"),
+                               [[1, 0.35, 0.35, 0.5, 0.5], [0, 0.875, 0.75, 0.25, 0.5]])
+    made = _run("make_data", "--root", str(out), "--base-cfg", str(REPO / "cfg" / "yolov3-tiny.cfg"))
+    data = parse_data_cfg(made)
+    assert data["class_names"] == ["person", "toothbrush"]
+    with pytest.raises(DatasetError, match="--classes zebra not among its categories"):
+        _run("coco2yolo", "--out", str(out), "--val-json", str(js), "--val-images", str(imgs),
+             "--classes", "zebra")
