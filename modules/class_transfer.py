@@ -8,7 +8,8 @@ prior of `DarkNet._init_predictor_biases`).
 
 A predictor conv (the conv in front of each [yolo] layer) has `na * (5 + nc)` output channels laid
 out per anchor as `[x, y, w, h, obj, cls_0 .. cls_{nc-1}]`; weight (out, in, k, k) and bias (out,)
-are remapped along `out`. Everything here is a pure function of tensors and names.
+are remapped along `out`. The matching and row arithmetic are pure functions of names and tensors;
+`transfer_classes` applies them to a model's state and logs the one summary line.
 """
 
 from __future__ import annotations
