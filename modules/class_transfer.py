@@ -24,12 +24,12 @@ import torch
 from build_utils.errors import UserError, WeightsError
 from build_utils.parse_config import load_class_names
 from modules.model import DarkNet
+from modules.model_fit import COCO_NAMES
 
 logger = logging.getLogger(__name__)
 
 BOX_OBJ = 5  # x, y, w, h, objectness: the rows before the class logits in each anchor's block
-COCO_NAMES = Path(__file__).resolve().parents[1] / "data" / "coco.names"
-COCO_CLASSES = 80
+COCO_CLASSES = 80  # Darknet weights of this many classes are COCO's, named by data/coco.names
 
 
 def normalise_class_name(name: str) -> str:
