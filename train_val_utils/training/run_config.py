@@ -65,6 +65,9 @@ class RunConfig:
     evolve_storage: str | None
     evolve_name: str | None
     evolve_space: str
+    save_period_steps: int
+    save_period_min: float
+    dist_timeout: float
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:
