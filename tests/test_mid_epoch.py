@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import signal_on_line
 from torch.utils.data import RandomSampler
 
 from build_utils.errors import UserError
@@ -69,7 +70,7 @@ def _train(data: Path, project: Path, *extra: str) -> list[str]:
 
 def _model(last: Path) -> dict[str, torch.Tensor]:
     ckpt = load_checkpoint(last)
-    return {**{f"model.{k}": v for k, v in ckpt["model"].items()}, **{f"ema.{k}": v for k, v in ckpt["ema"].items()}}
+    return {f"{key}.{k}": v for key in ("model", "ema") for k, v in ckpt[key].items()}
 
 
 @pytest.mark.slow
@@ -79,10 +80,8 @@ def test_sigkill_after_a_mid_epoch_save_resumes_bit_for_bit(tiny_shapes: Path, t
     assert full.returncode == 0, full.stderr[-2000:]
     proc = subprocess.Popen(_train(tiny_shapes, tmp_path / "cut", "--save-period-steps", "1"), env=ENV,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    for line in proc.stderr:  # 4 images, batch 1, accumulate 2: saves after batches 1 and 3 of epoch 1
-        if "mid-epoch save: epoch 1, step 2" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
+    # 4 images, batch 1, accumulate 2: steps after batches 1 and 3; the one after 1 is mid-epoch
+    signal_on_line(proc, "mid-epoch save: epoch 1, step 2", signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     last = tmp_path / "cut" / "exp" / "weights" / "last.pt"
