@@ -112,12 +112,28 @@ def init_distributed(device_arg: str, timeout_s: float = DEFAULT_DIST_TIMEOUT_S)
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method=init_method(launch), rank=rank,
-                                world_size=world_size, timeout=timeout)
+        store = restart_store(launch, timeout)
+        dist.init_process_group(backend=backend, init_method=None if store else init_method(launch),
+                                rank=rank, world_size=world_size, timeout=timeout, store=store)
     monitor = dist.new_group(backend="gloo", timeout=timeout)
     logger.info("distributed: rank %d/%d (local %d, pid %d) on %s with %s via %s, collective timeout %.0f s",
                 rank, world_size, local_rank, os.getpid(), device, backend, launch.launcher, timeout_s)
     return DistInfo(rank, world_size, local_rank, device, monitor)
+
+
+def restart_store(launch: LaunchEnv, timeout: datetime.timedelta) -> dist.Store | None:
+    """torchrun's agent store, with keys of this restart only (None = plain env:// is fine).
+
+    torchrun keeps one agent store across `--max-restarts` restarts, and env:// reuses the process
+    group's keys, so a restarted rank could read the dead group's gloo addresses before the new rank
+    0 overwrote them ("Connection refused", seen in about half of the restarts here).
+    """
+    env = os.environ
+    if launch.launcher != "torchrun" or env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), launch.world_size, is_master=False,
+                          timeout=timeout)
+    return dist.PrefixStore(f"/yolo/restart_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", agent)
 
 
 def pin_cpu_threads(info: DistInfo, deterministic: bool) -> int | None:
