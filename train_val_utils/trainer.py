@@ -263,8 +263,8 @@ class Trainer:
             self.shuffle_gen.manual_seed(self.run.seed * 1_000_003 + epoch)  # same order after resume
         start = time.time()
         on_batch = self._plot_train_batch if epoch == 0 and self.dist.is_main else None
-        position, self.position = (self.position, None) if self.position and self.position.epoch == epoch \
-            else (None, self.position)
+        position = self.position if self.position is not None and self.position.epoch == epoch else None
+        self.position = None  # only the first epoch of a resumed run starts inside
         if position is not None:
             self.loader_sampler.skip_next_epoch(position.batch * self.batch)
         losses = train_one_epoch(self.kit, self.train_loader, epoch, self.run.epochs, self.lr_lambda(epoch),
