@@ -22,7 +22,13 @@ import torch
 from build_utils.cli import HelpFormatter, Terminated, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import UserError
 from train_val_utils.trainer import Trainer
-from train_val_utils.training.distributed_utils import cleanup_distributed, init_distributed
+from train_val_utils.training.distributed_utils import (
+    DEFAULT_DIST_TIMEOUT_S,
+    cleanup_distributed,
+    init_distributed,
+    naming_failed_ranks,
+)
+from train_val_utils.training.elastic import agree_on_restart, elastic_resume_path
 from train_val_utils.training.resume import resume_command
 from train_val_utils.training.run_config import resolve_run_config
 
@@ -85,6 +91,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for weights init, shuffling and augmentation")
     p.add_argument("--deterministic", action=bool_flag, default=False,
                    help="deterministic algorithms (bit-exact resume on CPU; slower)")
+    p.add_argument("--save-period-steps", type=int, default=0, metavar="N",
+                   help="also write last.pt every N optimizer steps inside an epoch (0 = only at epoch "
+                        "ends); a resume continues from that step exactly")
+    p.add_argument("--save-period-min", type=float, default=0.0, metavar="M",
+                   help="also write last.pt mid-epoch once M minutes passed since the last save (0 = off)")
+    p.add_argument("--dist-timeout", type=float, default=DEFAULT_DIST_TIMEOUT_S, metavar="S",
+                   help="seconds a collective waits for the other ranks before the job fails naming the "
+                        "rank that stopped answering (torchrun/srun runs)")
     p.add_argument("--strict", action=bool_flag, default=False, help="any bad image or label is an error")
     p.add_argument("--project", default="runs/train", help="run folders go under this folder")
     p.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... auto-increment)")
@@ -111,8 +125,11 @@ def check_options(args: argparse.Namespace) -> None:
     check_img_size(args.img_size)
     for flag in ("epochs", "batch_size", "nbs"):
         check_positive(getattr(args, flag), flag)
-    for flag in ("workers", "patience", "evolve"):
+    for flag in ("workers", "patience", "evolve", "save_period_steps"):
         check_positive(getattr(args, flag), flag, minimum=0)
+    if args.save_period_min < 0 or args.dist_timeout <= 0:
+        raise UserError(f"--save-period-min {args.save_period_min} must be >= 0 and --dist-timeout "
+                        f"{args.dist_timeout} > 0 (minutes, seconds)")
     if args.evolve and args.resume is not None:
         raise UserError("--evolve with --resume: continue a study with the same --evolve-storage and "
                         "--evolve-name instead")
@@ -123,26 +140,36 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     setup_logging(args.verbose)
     check_options(args)
     defaults = vars(get_args_parser().parse_args([]))
-    dist_info = init_distributed(args.device)
+    dist_info = init_distributed(args.device, args.dist_timeout)
     try:
-        if args.evolve:
-            return evolve(args, defaults, dist_info)
-        run, ckpt, ckpt_path = resolve_run_config(args, defaults)
-        trainer = Trainer(run, dist_info, ckpt, ckpt_path)
-        start = time.time()
-        try:
-            result = trainer.fit()
-        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (build_utils.cli.Terminated)
-            if dist_info.is_main:
-                how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
-                logger.warning("%s: %s", how, resume_command(trainer.wdir / "last.pt"))
-            raise
-        if dist_info.is_main:
-            logger.info("%d epochs in %.1f min; results in %s", trainer.epochs_run,
-                        (time.time() - start) / 60, trainer.save_dir)
-        return result
+        with naming_failed_ranks(dist_info):  # a hung or dead rank ends the job with its number
+            if args.evolve:
+                return evolve(args, defaults, dist_info)
+            return train(args, defaults, dist_info)
     finally:
         cleanup_distributed()
+
+
+def train(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -> dict[str, Any]:
+    """One run; a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) resumes its newest last.pt by itself."""
+    restart = elastic_resume_path(vars(args), dist_info)
+    given = argparse.Namespace(**{**vars(args), "resume": restart}) if restart else args
+    run, ckpt, ckpt_path = resolve_run_config(given, defaults)
+    if restart:
+        agree_on_restart(ckpt, ckpt_path, dist_info)
+    trainer = Trainer(run, dist_info, ckpt, ckpt_path)
+    start = time.time()
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (build_utils.cli.Terminated)
+        if dist_info.is_main:
+            how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+            logger.warning("%s: %s", how, resume_command(trainer.wdir / "last.pt"))
+        raise
+    if dist_info.is_main:
+        logger.info("%d epochs in %.1f min; results in %s", trainer.epochs_run,
+                    (time.time() - start) / 60, trainer.save_dir)
+    return result
 
 
 def evolve(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -> dict[str, Any]:

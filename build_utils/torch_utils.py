@@ -11,13 +11,16 @@ from torch import nn
 from build_utils.errors import UserError
 
 
-def select_device(device: str = "") -> torch.device:
+def select_device(device: str = "", local_rank: int | None = None) -> torch.device:
     """Turn a `--device` string ('', 'cpu', '0', '0,1', 'cuda:1', 'mps') into a torch.device.
 
     '' picks the first GPU when CUDA is available, else the CPU. A list such as '0,1' sets
     CUDA_VISIBLE_DEVICES-style ordering for torchrun users and returns the first of them;
-    under torchrun each rank uses its LOCAL_RANK instead.
+    a process of a multi-process launch passes its `local_rank` (torchrun's LOCAL_RANK, SLURM's
+    SLURM_LOCALID; LOCAL_RANK is read when not given) and gets GPU `local_rank` of '' or of the list.
     """
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", -1))
     spec = str(device).strip().lower().replace("cuda:", "")
     if spec == "cpu":
         return torch.device("cpu")
@@ -27,8 +30,7 @@ def select_device(device: str = "") -> torch.device:
         return torch.device("mps")
     if spec == "":
         if torch.cuda.is_available():
-            local_rank = int(os.environ.get("LOCAL_RANK", 0))
-            return torch.device("cuda", local_rank)
+            return torch.device("cuda", max(local_rank, 0))
         return torch.device("cpu")
     ids = [s for s in spec.split(",") if s != ""]
     if not all(s.isdigit() for s in ids):
@@ -39,7 +41,6 @@ def select_device(device: str = "") -> torch.device:
     bad = [i for i in ids if int(i) >= count]
     if bad:
         raise UserError(f"--device {device}: this machine has {count} GPU(s), index {bad[0]} does not exist")
-    local_rank = int(os.environ.get("LOCAL_RANK", -1))
     index = int(ids[local_rank]) if 0 <= local_rank < len(ids) else int(ids[0])
     return torch.device("cuda", index)
 

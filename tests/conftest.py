@@ -6,6 +6,8 @@ Tests that need the official Darknet files, weights or coco128 take the fixtures
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,19 @@ def error_line(err: str, *names: object) -> str:
         assert str(name) in errors[0], (name, errors[0])
     return errors[0]
 
+
+
+def signal_on_line(proc: subprocess.Popen, text: str, sig: int,
+                   pid_of: Callable[[str], int | None] | None = None) -> list[str]:
+    """Read `proc`'s stderr until a line holds `text`, then send `sig` to `proc` (or to the pid that
+    `pid_of(line)` found in an earlier line, e.g. one rank of a torchrun job); returns the lines read."""
+    import os
+
+    lines, pid = [], None
+    for line in proc.stderr:
+        lines.append(line)
+        pid = (pid_of(line) if pid_of is not None else None) or pid
+        if text in line:
+            os.kill(pid if pid_of is not None else proc.pid, sig)
+            break
+    return lines

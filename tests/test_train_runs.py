@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import signal_on_line
 from torch.utils.data import DataLoader
 
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
@@ -132,10 +133,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(shapes: Path, tmp_path: P
         stdout=subprocess.DEVNULL,
         text=True,
     )
-    for line in proc.stderr:  # kill the moment epoch 0's checkpoint is written
-        if "epoch 0/2 saved" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
+    signal_on_line(proc, "epoch 0/2 saved", signal.SIGKILL)  # kill the moment epoch 0's checkpoint is written
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     last = tmp_path / "cut" / "exp" / "weights" / "last.pt"

@@ -59,6 +59,8 @@ from train_val_utils.training.optim import apply_warmup, warmup_accumulate
 logger = logging.getLogger(__name__)
 
 BatchHook = Callable[[int, torch.Tensor, torch.Tensor, Any], None]
+# called after each optimizer step but an epoch's last with (batch index, snapshot of the loop state)
+StepHook = Callable[[int, Callable[[], dict[str, Any]]], None]
 
 
 class NonFiniteLossError(UserError):
@@ -137,6 +139,13 @@ class _EpochMeter:
         self.count += 1
         self.recent_paths[i] = paths
 
+    def state(self) -> dict[str, Any]:
+        return {"meter_sums": self.sums.detach().cpu().clone(), "meter_count": self.count}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.sums = state["meter_sums"].to(self.sums.device).clone()
+        self.count = int(state["meter_count"])
+
     def sync(self, dist_info: DistInfo, epoch: int) -> torch.Tensor:
         """Host copy of the rank-averaged means (4,); raises when any rank saw a non-finite loss."""
         count = torch.tensor([float(self.count)], device=self.sums.device)
@@ -158,27 +167,43 @@ class _EpochMeter:
 
 
 def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_factor: float,
-                    schedule: StepSchedule, on_batch: BatchHook | None = None) -> dict[str, float]:
+                    schedule: StepSchedule, on_batch: BatchHook | None = None, start: int = 0,
+                    loop_state: dict[str, Any] | None = None, on_step: StepHook | None = None
+                    ) -> dict[str, float]:
     """Train one epoch; returns mean box/obj/class/total losses (over ranks), targets seen, last size.
 
     `lr_factor` is the cosine schedule's value for this epoch, the target of the warm-up ramp.
     `on_batch(ni, imgs, targets, paths)` sees the first batches of the run (train_batch*.jpg).
+    A resumed epoch passes `start` (batches already trained; the loader yields the rest) and the
+    `loop_state` that `on_step(i, snapshot)`'s `snapshot()` returned when it was saved.
     """
     model, optimizer, scaler, device, dist_info = kit.model, kit.optimizer, kit.scaler, kit.device, kit.dist
     model.train()
-    nb = len(dataloader)
+    nb = start + len(dataloader)
     pick = random.Random(schedule.seed * 100_003 + epoch)  # same sizes on every rank and after resume
     sizes = multi_scale_sizes(schedule.img_size, schedule.grid)
     size = schedule.img_size
     memory_format = torch.channels_last if schedule.channels_last else torch.contiguous_format
     meter, n_targets = _EpochMeter(device), 0
+    last_step = -1  # batch index of this epoch's last optimizer step
+    if loop_state is not None:
+        meter.load_state(loop_state)
+        n_targets, last_step = int(loop_state["n_targets"]), int(loop_state["last_step"])
+        size, (version, state, gauss) = int(loop_state["size"]), loop_state["pick"]
+        pick.setstate((version, tuple(state), gauss))
+
+    def snapshot() -> dict[str, Any]:  # the loop's state right after an optimizer step (a collective)
+        meter.sync(dist_info, epoch)  # a non-finite loss stops the run before it can be saved
+        version, state, gauss = pick.getstate()
+        return {**meter.state(), "n_targets": n_targets, "last_step": last_step, "size": size,
+                "pick": [version, list(state), gauss]}
+
     if dist_info.is_main:
         logger.info("%s", epoch_header())
-    bar = tqdm(enumerate(dataloader), total=nb, disable=not dist_info.is_main,
+    bar = tqdm(enumerate(dataloader, start), total=nb, initial=start, disable=not dist_info.is_main,
                bar_format="{l_bar}{bar:10}{r_bar}")
     optimizer.zero_grad(set_to_none=True)
     imgs = torch.zeros(0, 3, size, size)
-    last_step = -1  # batch index of this epoch's last optimizer step
     for i, (imgs, targets, paths, _) in bar:
         ni = i + nb * epoch  # batches since the run started
         imgs = imgs.to(device, non_blocking=True).float() / 255.0  # (bs, 3, H, W) in [0, 1]
@@ -205,6 +230,8 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
             if kit.ema is not None:
                 kit.ema.update(kit.ema_source if kit.ema_source is not None else model)
         n_targets += int(targets.shape[0])
+        if on_step is not None and last_step == i and i + 1 < nb:
+            on_step(i, snapshot)
         if (i + 1) % schedule.sync_every == 0 or i + 1 == nb:
             means = meter.sync(dist_info, epoch)
             bar.set_description(epoch_bar_text(epoch, epochs, means.tolist(), int(targets.shape[0]),

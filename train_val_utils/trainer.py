@@ -39,9 +39,11 @@ from modules.memory_estimate import check_cfg_memory
 from modules.model import DarkNet
 from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
 from train_val_utils.loss import YoloLoss
-from train_val_utils.training.distributed_utils import DistInfo, barrier, broadcast_object
+from train_val_utils.training.distributed_utils import DistInfo, barrier, broadcast_object, pin_cpu_threads
+from train_val_utils.training.elastic import mark_run_folder
 from train_val_utils.training.ema import ModelEMA
 from train_val_utils.training.image_weights import ImageWeightSampler
+from train_val_utils.training.mid_epoch import MidEpochSaver, ResumeSampler, restore_position
 from train_val_utils.training.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
 from train_val_utils.training.plot_queue import PlotQueue
 from train_val_utils.training.resume import mark_finished, only_finalisation_left, reconcile_best
@@ -92,12 +94,14 @@ class Trainer:
         self.run, self.dist, self.device = run, dist_info, dist_info.device
         self.epoch_callback = epoch_callback  # e.g. the --evolve trial's pruning check
         seed_everything(run.seed, run.deterministic)
+        pin_cpu_threads(dist_info, run.deterministic)
         self.hyp = validate_hyp(ckpt["hyp"], str(ckpt_path)) if ckpt else load_hyp(run.hyp)
         self._setup_data_cfg()
         self.model = self._build_model(ckpt)
         self._setup_optimization()
         self._setup_data()
         self.start_epoch, self.best_fitness, rows = 0, -1.0, []
+        self.position = None  # where inside its epoch a mid-epoch last.pt resumes
         self.finalize_only = ckpt is not None and only_finalisation_left(ckpt, run.epochs)
         # what last.pt holds now (re-saved with finished=True at the end of finalize) and its epoch
         self.last_ckpt = ckpt if self.finalize_only else None
@@ -109,7 +113,11 @@ class Trainer:
             if isinstance(self.sampler, ImageWeightSampler) and ckpt.get("class_maps") is not None:
                 self.sampler.set_class_maps(ckpt["class_maps"])
             self.save_dir = ckpt_path.parent.parent
-            if self.finalize_only:
+            self.position = restore_position(ckpt, ckpt_path, dist_info, self.batch)
+            if self.position is not None:
+                logger.info("resuming %s inside epoch %d at batch %d (saved mid-epoch)", ckpt_path,
+                            self.position.epoch, self.position.batch)
+            elif self.finalize_only:
                 logger.info("%s: every epoch is trained but the final evaluation did not run (interrupted); "
                             "finishing it now", ckpt_path)
             else:
@@ -119,6 +127,8 @@ class Trainer:
         self.wdir = self.save_dir / "weights"
         self.best_epoch: int | None = None  # epoch of best.pt
         self.lock = dist_info.on_main(lambda: RunLock(self.save_dir).acquire())  # one live run per folder
+        self.mid_epoch = MidEpochSaver(dist_info, self.batch, run.save_period_steps, run.save_period_min,
+                                       self._save_mid_epoch)
         if dist_info.is_main:
             check_writable(self.save_dir, self.wdir)  # a read-only folder fails now, not after an epoch
             remove_stale_temp_files(self.wdir, ("last.pt", "best.pt"))
@@ -220,7 +230,8 @@ class Trainer:
         else:
             self.shuffle_gen = torch.Generator()
             self.sampler = RandomSampler(self.train_set, generator=self.shuffle_gen)
-        self.train_loader = self._loader(self.train_set, self.batch, workers, self.sampler)
+        self.loader_sampler = ResumeSampler(self.sampler)  # skips a resumed epoch's trained batches
+        self.train_loader = self._loader(self.train_set, self.batch, workers, self.loader_sampler)
         self.val_loader = None
         if self.dist.is_main:
             self.val_loader = validation_loader(
@@ -243,6 +254,7 @@ class Trainer:
         path = self.dist.on_main(make_run_dir, self.run.project, self.run.name, self.run.exist_ok)
         path = Path(broadcast_object(str(path) if path else None, self.dist))
         (path / "weights").mkdir(parents=True, exist_ok=True)
+        self.dist.on_main(mark_run_folder, path)  # a torchrun restart finds this run by its id
         return path
 
     # ---- the run --------------------------------------------------------------------------------
@@ -269,8 +281,14 @@ class Trainer:
             self.shuffle_gen.manual_seed(self.run.seed * 1_000_003 + epoch)  # same order after resume
         start = time.time()
         on_batch = self._plot_train_batch if epoch == 0 and self.dist.is_main else None
+        position = self.position if self.position is not None and self.position.epoch == epoch else None
+        self.position = None  # only the first epoch of a resumed run starts inside
+        if position is not None:
+            self.loader_sampler.skip_next_epoch(position.batch * self.batch)
         losses = train_one_epoch(self.kit, self.train_loader, epoch, self.run.epochs, self.lr_lambda(epoch),
-                                 self.schedule, on_batch)
+                                 self.schedule, on_batch, start=position.batch if position else 0,
+                                 loop_state=position.loop if position else None,
+                                 on_step=self.mid_epoch.on_step(epoch))
         lr = self.optimizer.param_groups[1]["lr"]
         self.scheduler.step()
         return {**losses, "lr": lr}, time.time() - start
@@ -311,6 +329,7 @@ class Trainer:
                 stop = True
         if isinstance(self.sampler, ImageWeightSampler) and self.dist.distributed:
             self.sampler.set_class_maps(broadcast_object(self.sampler.class_maps.tolist(), self.dist))
+        self.mid_epoch.period.reset()  # the epoch-end last.pt counts as a save
         return bool(broadcast_object(stop, self.dist))
 
     def _evaluate(self, epoch: int, plots: bool) -> dict[str, Any]:
@@ -329,12 +348,7 @@ class Trainer:
         rows travel in last.pt, so results.csv is never ahead of it; a full disk ends the run with one
         line naming the last good checkpoint (the atomic write keeps the previous file whole).
         """
-        ckpt = build_checkpoint(self.model, self.ema, self.optimizer, self.scaler, self.scheduler, epoch,
-                                self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows,
-                                early_stopped=stop, category_ids=self.category_ids)
-        if isinstance(self.sampler, ImageWeightSampler):  # --image-weights resumes with the same weights
-            ckpt["class_maps"] = self.sampler.class_maps.tolist()
-        ckpt["best_epoch"] = self.best_epoch
+        ckpt = self.checkpoint(epoch, stop)
         if improved and self.run.savebest:
             self._save_file(deployable_checkpoint(ckpt), self.wdir / "best.pt")  # fp16 EMA only
         self._save_file(ckpt, self.wdir / "last.pt")
@@ -342,6 +356,23 @@ class Trainer:
         self.log.write_row()
         logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.run.epochs - 1,
                     self.wdir / "last.pt", fit, self.best_fitness)
+
+    def checkpoint(self, epoch: int, stop: bool = False) -> dict[str, Any]:
+        """last.pt's dict after `epoch` finished (rank 0; mid-epoch saves add `mid_epoch` to it)."""
+        ckpt = build_checkpoint(self.model, self.ema, self.optimizer, self.scaler, self.scheduler, epoch,
+                                self.best_fitness, self.hyp, self.run.as_dict(), self.names, self.log.rows,
+                                early_stopped=stop, category_ids=self.category_ids)
+        if isinstance(self.sampler, ImageWeightSampler):  # --image-weights resumes with the same weights
+            ckpt["class_maps"] = self.sampler.class_maps.tolist()
+        ckpt["best_epoch"] = self.best_epoch
+        return ckpt
+
+    def _save_mid_epoch(self, epoch: int, entry: dict[str, Any]) -> None:
+        """last.pt inside `epoch`: the state after epoch - 1's end plus where in `epoch` it stands.
+        best.pt is not touched (no evaluation ran), so a mid-epoch save can never lose it."""
+        ckpt = self.checkpoint(epoch - 1)
+        ckpt["mid_epoch"] = entry
+        self._save_file(ckpt, self.wdir / "last.pt")
 
     def _save_file(self, ckpt: dict[str, Any], path: Path) -> None:
         try:

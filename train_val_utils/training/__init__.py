@@ -6,7 +6,9 @@
 - `optim.py`: parameter groups, optimizer, LR schedule, warm-up and gradient accumulation.
 - `ema.py`: the exponential moving average of the weights.
 - `image_weights.py`: class-frequency image sampling (`--image-weights`).
-- `distributed_utils.py`: torchrun/DDP set-up and rank-0-only helpers.
+- `distributed_utils.py`: torchrun/SLURM DDP set-up, `--dist-timeout`, rank-0-only helpers.
+- `mid_epoch.py`: mid-epoch last.pt (`--save-period-steps/-min`) and resuming inside an epoch.
+- `elastic.py`: a `torchrun --max-restarts` restart finds and resumes its run by itself.
 - `run_logger.py`: results.csv, TensorBoard and the console lines of a run.
 - `plot_queue.py`, `train_plots.py`: plots drawn on one background thread, the training curves.
 

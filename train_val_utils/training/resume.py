@@ -19,12 +19,15 @@ from build_utils.errors import UserError
 from build_utils.parse_config import read_cfg_text
 from build_utils.project_files import locate
 from modules.checkpoint import deployable_checkpoint, load_checkpoint, save_checkpoint
+from train_val_utils.training.distributed_utils import DEFAULT_DIST_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
 # What runs trained before an option existed did, so resuming one continues it bit for bit
 # (channels_last is on by default now, but older checkpoints were trained in contiguous memory).
-BEFORE_THE_OPTION_EXISTED = {"channels_last": False, "compile": False, "image_weights": False}
+BEFORE_THE_OPTION_EXISTED = {"channels_last": False, "compile": False, "image_weights": False,
+                             "save_period_steps": 0, "save_period_min": 0.0,
+                             "dist_timeout": DEFAULT_DIST_TIMEOUT_S}
 
 
 def mark_finished(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +49,8 @@ def epochs_done(ckpt: Mapping[str, Any], epochs: int) -> bool:
 
 
 # Options a resumed run may change; everything else comes from the checkpoint.
-RESUME_CHANGEABLE = ("device", "workers", "batch_size", "epochs", "resume", "verbose")
+RESUME_CHANGEABLE = ("device", "workers", "batch_size", "epochs", "resume", "verbose", "save_period_steps",
+                     "save_period_min", "dist_timeout")
 
 
 def is_unfinished(path: Path) -> bool:
@@ -116,7 +120,7 @@ def resume_options(ckpt: dict[str, Any], path: Path, given: dict[str, Any], defa
                         f"{', '.join('--' + k.replace('_', '-') for k in RESUME_CHANGEABLE[:4])} may change "
                         "(epochs upward). Start a new run with --weights to train on something else")
     merged = dict(saved)
-    for key in ("device", "workers", "batch_size", "epochs", "verbose"):
+    for key in (k for k in RESUME_CHANGEABLE if k != "resume"):
         if key in given and not _is_default(key, given[key], defaults):
             merged[key] = given[key]
     if merged["epochs"] < saved["epochs"]:

@@ -68,6 +68,9 @@ class RunConfig:
     evolve_space: str
     transfer: bool
     source_names: str | None
+    save_period_steps: int
+    save_period_min: float
+    dist_timeout: float
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:
