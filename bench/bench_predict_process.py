@@ -17,24 +17,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+from checkout_timing import REFERENCE, alternate, checkout_parser, fail, print_table  # bench/ is on sys.path
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--other", default=None,
-                   help="a second checkout to time alternately (e.g. the previous main)")
-    p.add_argument("--rounds", type=int, default=1, help="runs per checkout")
+    p = checkout_parser(__doc__)
     p.add_argument("--source", default=str(REFERENCE / "coco128" / "images" / "train"),
                    help="folder of images (default: the 128 coco128 images)")
+    p.add_argument("--weights", default=str(REFERENCE / "weights" / "yolov3-tiny.weights"),
+                   help="what predict.py runs (an exported .onnx ignores --cfg and --names)")
+    p.add_argument("--cfg", default="cfg/yolov3-tiny.cfg", help="cfg for Darknet weights")
     p.add_argument("--img-size", type=int, default=416)
     p.add_argument("--busy", type=int, default=0, help="spinning processes competing during each run")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more predict.py arguments")
@@ -57,8 +55,8 @@ def stop_busy(procs: list[subprocess.Popen]) -> None:
 
 
 def time_run(checkout: Path, out: Path, args: argparse.Namespace) -> float:
-    cmd = [sys.executable, "predict.py", "--weights", str(REFERENCE / "weights" / "yolov3-tiny.weights"),
-           "--cfg", "cfg/yolov3-tiny.cfg", "--names", "data/coco.names", "--source", args.source,
+    model = ["--cfg", args.cfg, "--names", "data/coco.names"] if not args.weights.endswith(".onnx") else []
+    cmd = [sys.executable, "predict.py", "--weights", args.weights, *model, "--source", args.source,
            "--img-size", str(args.img_size), "--device", "cpu", "--project", str(out), "--name", "run",
            *args.extra]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
@@ -71,29 +69,18 @@ def time_run(checkout: Path, out: Path, args: argparse.Namespace) -> float:
     finally:
         stop_busy(busy)
     if proc.returncode:
-        raise SystemExit(f"{checkout}: predict.py failed:\n{proc.stderr[-2000:]}")
+        fail(checkout, "predict.py", proc.stderr)
     return seconds
 
 
 def main(args: argparse.Namespace) -> int:
-    checkouts = [REPO] + ([Path(args.other).resolve()] if args.other else [])
     n = count_images(Path(args.source))
-    times: dict[Path, list[float]] = {c: [] for c in checkouts}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            for c in checkouts:
-                seconds = time_run(c, Path(tmp) / f"runs{r}_{len(times[c])}_{c.name}", args)
-                times[c].append(seconds)
-                print(f"round {r}: {c}: {seconds:.1f} s ({n / seconds:.1f} images/s)", flush=True)
+        times = alternate(args.other, args.rounds, lambda c, tag: time_run(c, Path(tmp) / tag, args),
+                          per_run=lambda s: f" ({n / s:.1f} images/s)")
     print(f"{n} images at {args.img_size}, {args.busy} busy process(es), extra {args.extra or 'none'}; "
-          f"load average before the last run ended: {os.getloadavg()[0]:.1f}")
-    print("| checkout | runs (s) | median s | images/s |\n| --- | --- | --- | --- |")
-    for c, ts in times.items():
-        med = statistics.median(ts)
-        print(f"| {c} | {', '.join(f'{t:.1f}' for t in ts)} | {med:.1f} | {n / med:.1f} |")
-    if args.other:
-        mine, other = (statistics.median(times[c]) for c in checkouts)
-        print(f"speed-up of {REPO.name} over {checkouts[1].name}: {other / mine:.2f}x")
+          f"1-min load average at the end: {os.getloadavg()[0]:.1f}")
+    print_table(times, rate=lambda s: f"{n / s:.1f}")
     return 0
 
 
