@@ -12,6 +12,9 @@ keeps its row with the reason.
 
 from __future__ import annotations
 
+import build_utils.omp_env  # noqa: F401 - first: OpenMP threads then sleep, not spin, when idle
+
+# isort: split
 import argparse
 import os
 import sys

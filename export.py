@@ -3,29 +3,37 @@
     python export.py --weights weights/best.pt --format onnx --img-size 416
     python export.py --weights weights/yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg --format pt
     python export.py --weights weights/best.pt --format darknet        # -> weights/best.weights
+    python export.py --weights weights/best.pt --format onnx --int8 --data data/my.data  # best.int8.onnx
 
 ONNX/TorchScript graphs take `images` (bs, 3, H, W) float RGB in [0, 1] and return `output`
 (bs, N, 5+nc) = cx, cy, w, h in input pixels, objectness, class probabilities (run NMS after).
 They carry class names, strides, image size, nc and the cfg (ONNX metadata_props, TorchScript extra
 file meta.json), so predict.py and validation.py run them without --cfg or --names.
+`--int8` quantizes the verified float32 ONNX (static QDQ, per-channel weights, activation ranges from
+--calib-images letterboxed images of the --data train split; predictor convs and box decode stay
+float32): about twice ONNX float32's speed on a CPU with VNNI, mAP in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import build_utils.omp_env  # noqa: F401 - first: OpenMP threads then sleep, not spin, when idle
+
+# isort: split
 import argparse
 import logging
 import sys
 from pathlib import Path
 
-from build_utils.cli import HelpFormatter, check_img_size, run_cli, setup_logging
+from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import UserError
-from build_utils.parse_config import load_class_names
+from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import ensure_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils
 from modules.backends import export_metadata
 from modules.loading import default_img_size, load_model
 from modules.model_fit import model_classes
+from modules.quantize import calibration_images, quantize_int8
 
 logger = logging.getLogger("export")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "darknet": ".weights", "pt": ".pt"}
@@ -52,6 +60,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "(TorchScript traces always take any size)")
     parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=False,
                         help="float16 ONNX/TorchScript (needs a CUDA --device)")
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
+                        help="ONNX: write the calibrated int8 graph (needs --data) instead of float32")
+    parser.add_argument("--data", default=None,
+                        help=".data file or dataset YAML whose train images calibrate --int8")
+    parser.add_argument("--calib-images", type=int, default=32,
+                        help="--int8: images spread over the train split that set the activation ranges")
     parser.add_argument("--device", default="cpu", help="'cpu' or a GPU index such as '0'")
     parser.add_argument("--verify-image", default=None,
                         help="photo for the numerical check against PyTorch; None = seeded noise")
@@ -60,8 +74,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_int8(args: argparse.Namespace) -> None:
+    """--int8 makes sense only for ONNX in float32, and needs images to calibrate with."""
+    if not args.int8:
+        return
+    if args.format != "onnx":
+        raise UserError(f"--int8 quantizes ONNX graphs; use --format onnx (not {args.format})")
+    if args.half:
+        raise UserError("--int8 with --half: pick one; int8 is quantized from the float32 graph")
+    if not args.data:
+        raise UserError("--int8 needs calibration images: pass --data with the .data file you trained with "
+                        "(its train= images are used)")
+    check_positive(args.calib_images, "calib_images")
+
+
 def output_path(args: argparse.Namespace) -> Path:
-    out = Path(args.out) if args.out else Path(args.weights).with_suffix(SUFFIXES[args.format])
+    suffix = ".int8.onnx" if args.int8 else SUFFIXES[args.format]
+    out = Path(args.out) if args.out else Path(args.weights).with_suffix(suffix)
     if out.resolve() == Path(args.weights).resolve():
         raise UserError(f"{out}: the output would overwrite --weights; pass --out with another file name")
     return out
@@ -98,10 +127,11 @@ def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
     if args.half:
         model, x = model.half(), x.half()
     if args.format == "onnx":
-        export_utils.export_onnx(model, x, out, dynamic=args.dynamic, metadata=meta)
+        graph = out.with_suffix(".fp32.onnx") if args.int8 else out  # verified, then quantized into out
+        export_utils.export_onnx(model, x, graph, dynamic=args.dynamic, metadata=meta)
         run = export_utils.onnx_outputs
     else:
-        export_utils.export_torchscript(model, x, out, metadata=meta)
+        graph = export_utils.export_torchscript(model, x, out, metadata=meta)
         run = export_utils.torchscript_outputs
     checks = [x]
     if dynamic:
@@ -111,21 +141,37 @@ def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
     worst = (0.0, 0.0)
     for xi in checks:
         size = int(xi.shape[-1])
-        raw, norm = export_utils.max_abs_diff(run(out, xi), export_utils.reference_output(model, xi), size)
+        raw, norm = export_utils.max_abs_diff(run(graph, xi), export_utils.reference_output(model, xi), size)
         logger.info("%s vs PyTorch on %s at %dx%d, batch %d: max abs difference %.2e (boxes in pixels), "
-                    "%.2e (boxes / input size; tolerance %.0e)", out.name,
+                    "%.2e (boxes / input size; tolerance %.0e)", graph.name,
                     args.verify_image or "seeded noise", size, size, xi.shape[0], raw, norm, tolerance)
         if norm > tolerance:
-            raise RuntimeError(f"{out}: exported outputs at {size}x{size} differ from PyTorch by {norm:.3e} "
-                               f"(> {tolerance:.0e})")
+            raise RuntimeError(f"{graph}: exported outputs at {size}x{size} differ from PyTorch by "
+                               f"{norm:.3e} (> {tolerance:.0e})")
         worst = max(worst, (raw, norm), key=lambda r: r[1])
+    if args.int8:
+        quantize_graph(args, graph, out, img_size)
     return worst
+
+
+def quantize_graph(args: argparse.Namespace, graph: Path, out: Path, img_size: int) -> Path:
+    """The verified float32 `graph` quantized into `out` (then removed), calibrated on --data's train
+    images. int8 steps move outputs far beyond TOLERANCE, so the check that matters is mAP: run
+    validation.py on `out`."""
+    try:
+        calib = calibration_images(parse_data_cfg(args.data)["train"], args.calib_images)
+        quantize_int8(graph, out, calib, img_size)
+    finally:
+        graph.unlink(missing_ok=True)
+    logger.info("int8: score it with python validation.py --weights %s --data %s", out, args.data)
+    return out
 
 
 def main(args: argparse.Namespace) -> Path:
     setup_logging(args.verbose)
     if args.img_size is not None:
         check_img_size(args.img_size)
+    check_int8(args)
     out = output_path(args)
     ensure_dir(out.parent, "pass --out with a file in a folder you can write to")
     if args.format in ("onnx", "torchscript"):

@@ -11,6 +11,9 @@ videos as .mp4, labels/*.txt (`--save-txt`) and predictions.json (`--save-json`)
 
 from __future__ import annotations
 
+import build_utils.omp_env  # noqa: F401 - first: OpenMP threads then sleep, not spin, when idle
+
+# isort: split
 import argparse
 import logging
 import sys
@@ -29,8 +32,8 @@ from build_utils.cli import (
 from build_utils.errors import DatasetError
 from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import make_run_dir
-from build_utils.torch_utils import select_device
-from modules.backends import Backend, load_backend
+from build_utils.torch_utils import half_dtype_name, inference_half, select_device
+from modules.backends import GRAPH_SUFFIXES, Backend, load_backend
 from modules.memory_estimate import check_model_memory
 from modules.model_fit import ModelClasses, check_class_filter, input_size, model_classes
 from train_val_utils.evaluation.nms import NMS_MODES
@@ -69,8 +72,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="test-time augmentation: also run the image flipped+scaled 0.83 and scaled 0.67")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many detections per image")
     parser.add_argument("--device", default="", help="'cpu', a GPU index such as '0', or '' for auto")
-    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=False,
-                        help="float16 inference (CUDA only; on CPU a warning says so and float32 runs)")
+    parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
+                        help="reduced precision: float16 on CUDA, bfloat16 on a CPU (boxes are decoded and "
+                             "NMS runs in float32); None = bfloat16 on a CPU with AVX512_BF16 or AMX (mAP "
+                             "within 0.002 of float32 on coco128), else float32; --no-half = float32")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="frames per forward (consecutive frames of the same letterboxed shape)")
     parser.add_argument("--save-txt", action=argparse.BooleanOptionalAction, default=False,
@@ -114,7 +119,7 @@ def read_names(path: str) -> tuple[list[str], list[int] | None]:
 
 def prepare_backend(args: argparse.Namespace, device: torch.device,
                     half: bool) -> tuple[Backend, ModelClasses]:
-    """The backend for --weights (a .pt/.weights model fused, float16 when `half`, channels_last; an
+    """The backend for --weights (a .pt/.weights model fused, float16/bfloat16 when `half`, channels_last; an
     exported .onnx/.torchscript as it is), and its class names and COCO category ids (from --names' file,
     .data or YAML, else what the model records), checked against its class count."""
     backend = load_backend(args.weights, args.cfg, device, half=half, fuse=True, channels_last=True)
@@ -125,6 +130,10 @@ def prepare_backend(args: argparse.Namespace, device: torch.device,
         source = args.names
     return backend, model_classes(backend.nc, names, category_ids, names_source=source,
                                   model_source=args.weights)
+
+
+def log_precision(precision: str, device: torch.device, why: str) -> None:
+    logger.info("predict: %s on %s%s", precision, device, f" ({why})" if why else "")
 
 
 def log_summary(stats: PredictStats, img_size: int, save_dir: Path | None) -> None:
@@ -145,12 +154,17 @@ def main(args: argparse.Namespace) -> PredictStats:
     setup_logging(args.verbose)
     check_args(args)
     device = select_device(args.device)
-    half = args.half and device.type == "cuda"
-    if args.half and not half:
-        logger.warning("--half: float16 needs a CUDA device; running float32 on %s instead", device)
+    half = inference_half(args.half, device)
+    exported = Path(args.weights).suffix in GRAPH_SUFFIXES
+    if not exported:  # the first line says which precision runs
+        auto = half and args.half is None
+        log_precision(half_dtype_name(device) if half else "float32", device,
+                      "this CPU's native bfloat16; --no-half for float32" if auto else "")
     spec = resolve_source(args.source)
     model, classes = prepare_backend(args, device, half)
     check_class_filter(args.classes, model.nc, args.weights)
+    if exported:
+        log_precision(model.precision, device, "the exported graph's own")
     size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
                       model_source=Path(args.weights).name,
                       size_changing="--augment" if args.augment else None)

@@ -11,6 +11,9 @@ per-epoch evaluation, checkpoints and the run folder.
 
 from __future__ import annotations
 
+import build_utils.omp_env  # noqa: F401 - first: OpenMP threads then sleep, not spin, when idle
+
+# isort: split
 import argparse
 import logging
 import sys
@@ -69,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="", help="'' (first GPU, else CPU), cpu, 0, or 0,1")
     p.add_argument("--workers", type=int, default=4, help="data-loader worker processes per rank")
     p.add_argument("--amp", action=bool_flag, default=None,
-                   help="mixed precision; None = on for CUDA, off on CPU")
+                   help="mixed precision; None = on where the hardware has it: CUDA (float16) and CPUs with "
+                        "AVX512_BF16 or AMX (bfloat16); --no-amp = float32, Darknet-exact")
     p.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default="float16",
                    help="autocast dtype; CPU autocast always uses bfloat16")
     p.add_argument("--channels-last", action=bool_flag, default=True,

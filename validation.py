@@ -14,6 +14,9 @@ how detections are made; metrics.json records both (`nms`, `augment`).
 
 from __future__ import annotations
 
+import build_utils.omp_env  # noqa: F401 - first: OpenMP threads then sleep, not spin, when idle
+
+# isort: split
 import argparse
 import json
 import logging
@@ -36,7 +39,7 @@ from build_utils.data_yaml import parse_category_ids
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
-from build_utils.torch_utils import select_device
+from build_utils.torch_utils import inference_half, select_device
 from train_val_utils.benchmarks.study import DEFAULT_STUDY_SIZES
 from train_val_utils.evaluation.nms import NMS_MODES
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
@@ -75,7 +78,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-json", action=bool_flag, default=False, help="write predictions.json (COCO)")
     p.add_argument("--plots", action=bool_flag, default=True, help="PR/F1 curves, confusion matrix, batch 0")
     p.add_argument("--device", default="", help="'' (auto), 'cpu', '0', 'cuda:1'")
-    p.add_argument("--half", action=bool_flag, default=False, help="FP16 inference (CUDA only)")
+    p.add_argument("--half", action=bool_flag, default=False,
+                   help="reduced precision: float16 on CUDA, bfloat16 on a CPU (boxes and NMS stay float32); "
+                        "off by default so scores are exact")
     p.add_argument("--per-class", action=bool_flag, default=False,
                    help="a row per class in the console table")
     p.add_argument("--verbose", action=bool_flag, default=False, help="debug logging")
@@ -110,9 +115,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     device = select_device(args.device)
     data = parse_data_cfg(args.data)
     names = data["class_names"]
-    if args.half and device.type != "cuda":
-        logger.warning("--half needs CUDA; running in float32 on %s", device)
-    model = load_backend(args.weights, args.cfg, device, half=args.half and device.type == "cuda", fuse=True)
+    model = load_backend(args.weights, args.cfg, device, half=inference_half(args.half, device), fuse=True)
+    logger.info("validation: %s on %s", model.precision, device)
     category_ids = parse_category_ids(data.get("category_ids"), args.data)
     classes = model_classes(model.nc, names, category_ids, names_source=args.data, model_source=args.weights)
     size_changing = "--augment" if args.augment else "--task study" if args.task == "study" else None

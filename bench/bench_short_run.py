@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+from checkout_timing import (  # bench/ on sys.path
+    REFERENCE,
+    REPO,
+    alternate,
+    checkout_parser,
+    fail,
+    print_table,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--other", default=None,
-                   help="a second checkout to time alternately (e.g. the previous main)")
-    p.add_argument("--rounds", type=int, default=1, help="runs per checkout")
+    p = checkout_parser(__doc__)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--img-size", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
@@ -56,26 +58,15 @@ def time_run(checkout: Path, data: Path, out: Path, args: argparse.Namespace) ->
     proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode:
-        raise SystemExit(f"{checkout}: train.py failed:\n{proc.stderr[-2000:]}")
+        fail(checkout, "train.py", proc.stderr)
     return seconds
 
 
 def main(args: argparse.Namespace) -> int:
-    checkouts = [REPO] + ([Path(args.other).resolve()] if args.other else [])
-    times: dict[Path, list[float]] = {c: [] for c in checkouts}
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data_file(Path(tmp))
-        for r in range(args.rounds):
-            for c in checkouts:
-                seconds = time_run(c, data, Path(tmp) / f"runs{r}_{len(times[c])}_{c.name}", args)
-                times[c].append(seconds)
-                print(f"round {r}: {c}: {seconds:.1f} s", flush=True)
-    print("| checkout | runs (s) | median s |\n| --- | --- | --- |")
-    for c, ts in times.items():
-        print(f"| {c} | {', '.join(f'{t:.1f}' for t in ts)} | {statistics.median(ts):.1f} |")
-    if args.other:
-        mine, other = (statistics.median(times[c]) for c in checkouts)
-        print(f"speed-up of {REPO.name} over {checkouts[1].name}: {other / mine:.2f}x")
+        times = alternate(args.other, args.rounds, lambda c, tag: time_run(c, data, Path(tmp) / tag, args))
+    print_table(times)
     return 0
 
 

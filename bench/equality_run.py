@@ -2,8 +2,9 @@
 
 Prints the sha256 of the final `last.pt` model state dict (every tensor's bytes, in key order) and the
 logged losses, so a refactor that must not change behaviour can show the same hash before and after.
-Speed switches that change float rounding are turned off here (`--no-channels-last`, `--no-compile`
-where the trainer has them).
+Speed switches that change float rounding are turned off here (`--no-amp`: float32, not the bfloat16
+that is the default on CPUs with AVX512_BF16; `--no-channels-last`, `--no-compile` where the trainer
+has them).
 
     python bench/equality_run.py            # makes data/shapes-eq (96 train, 32 val, 160 px) when absent
 """
@@ -54,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "train.py", "--cfg", "cfg/yolov3-demo.cfg", "--data", data_file,
            "--hyp", "cfg/hyp-demo.yaml", "--epochs", "3", "--batch-size", "16", "--img-size", "160",
            "--workers", "0", "--device", "cpu", "--seed", "0", "--deterministic", "--notest",
-           "--project", args.project, "--name", "exp", "--exist-ok", *switches, *args.extra]
+           "--project", args.project, "--name", "exp", "--exist-ok", "--no-amp", *switches, *args.extra]
     subprocess.run(cmd, cwd=REPO, check=True)
     run = REPO / args.project / "exp"
     print((run / "results.csv").read_text())

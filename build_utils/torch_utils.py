@@ -1,15 +1,20 @@
-"""Device selection, timing and model unwrapping, shared by training, validation and prediction."""
+"""Device selection, the device's fast precision, timing and model unwrapping, shared by training,
+validation and prediction."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from build_utils.errors import UserError
 
+logger = logging.getLogger(__name__)
 
 def select_device(device: str = "", local_rank: int | None = None) -> torch.device:
     """Turn a `--device` string ('', 'cpu', '0', '0,1', 'cuda:1', 'mps') into a torch.device.
@@ -43,6 +48,73 @@ def select_device(device: str = "", local_rank: int | None = None) -> torch.devi
         raise UserError(f"--device {device}: this machine has {count} GPU(s), index {bad[0]} does not exist")
     index = int(ids[local_rank]) if 0 <= local_rank < len(ids) else int(ids[0])
     return torch.device("cuda", index)
+
+
+# CPU flags of a native bfloat16 matrix unit: AVX-512 BF16 dot products (Cooper Lake, Zen 4 and later)
+# or AMX tiles (Sapphire Rapids and later). Without them oneDNN emulates bfloat16 and runs slower than
+# float32, so bfloat16 is only ever a default where one of these is present.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The feature flags of the first CPU in `cpuinfo` (empty where the file does not exist: not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX512_BF16 or AMX); read once per process."""
+    return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
+
+
+def fast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The reduced precision `device` runs natively: float16 on CUDA, bfloat16 on a CPU with native
+    bfloat16, None elsewhere (float32 is then the fast path too)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.float16
+    if kind == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def inference_half(half: bool | None, device: torch.device) -> bool:
+    """Whether `--half` runs reduced precision: float16 on CUDA, bfloat16 on a CPU.
+
+    None (auto) is on only where it is native and checked: a CPU with AVX512_BF16/AMX (predict's
+    default; mAP in BENCHMARKS.md). Asked for on a CPU without them, bfloat16 still runs (emulated,
+    slower than float32) after a warning; on other devices float32 runs after a warning.
+    """
+    if half is None:
+        return device.type == "cpu" and cpu_has_native_bf16()
+    if not half:
+        return False
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        logger.warning("--half: this CPU has no native bfloat16 (AVX512_BF16 or AMX); bfloat16 is emulated "
+                       "and slower than float32 here (--no-half)")
+    if device.type not in ("cpu", "cuda"):
+        logger.warning("--half: reduced precision runs on CUDA (float16) and CPUs (bfloat16); running "
+                       "float32 on %s", device)
+        return False
+    return True
+
+
+def half_dtype_name(device: torch.device) -> str:
+    """What `--half` runs on `device`: 'float16' on CUDA, 'bfloat16' elsewhere (a CPU)."""
+    return "float16" if device.type == "cuda" else "bfloat16"
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """'float32', 'bfloat16', 'float16': how log lines name a dtype."""
+    return str(dtype).removeprefix("torch.")
 
 
 def time_sync() -> float:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from build_utils.errors import UserError, WeightsError
+from build_utils.torch_utils import half_dtype_name, precision_name
 from modules.loading import load_model
 from modules.model import DarkNet
 from modules.model_files import damaged_error, sniff_model_file, wrong_kind_error
@@ -93,6 +94,7 @@ class Backend:
     max_stride = stride
     dynamic = property(lambda self: self.fixed_hw is None)
     input_dtype = property(lambda self: torch.float16 if self.fp16 else torch.float32)
+    precision = property(lambda self: "float16" if self.fp16 else "float32")  # what the log lines name
 
     def eval(self) -> Backend:
         return self
@@ -118,7 +120,9 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    """A `DarkNet` from a `.pt` or Darknet `.weights` (float16 on CUDA with `half`, channels_last on ask)."""
+    """A `DarkNet` from a `.pt` or Darknet `.weights`, channels_last on ask; with `half`, in the device's
+    reduced precision: float16 on CUDA, bfloat16 on a CPU (convolutions, pools, routes; the YOLO layers
+    decode boxes in float32 and NMS runs on float32, so only the feature maps are rounded)."""
 
     kind = "PyTorch"
 
@@ -127,9 +131,12 @@ class TorchBackend(Backend):
         strides = [m.stride for m in model.yolo_modules()]
         super().__init__(path, ModelInfo(names, model.nc, strides, img_size, model.cfg_name), device, half)
         self.category_ids = getattr(model, "category_ids", None)
-        self.model = model.half() if half else model
+        self.dtype = getattr(torch, half_dtype_name(device)) if half else torch.float32
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = model.to(dtype=self.dtype, memory_format=self.memory_format)
+
+    input_dtype = property(lambda self: self.dtype)
+    precision = property(lambda self: precision_name(self.dtype))
 
     def parameters(self):  # noqa: ANN201 - the wrapped model's, for code that inspects them
         return self.model.parameters()
@@ -212,6 +219,9 @@ class OnnxBackend(Backend):
         fixed = (h, w) if isinstance(h, int) and isinstance(w, int) else None
         self.fixed_batch = batch if isinstance(batch, int) else None
         super().__init__(path, info_from_metadata(meta, path), device, inp.type == "tensor(float16)", fixed)
+        self.int8 = meta.get("precision") == "int8"  # export.py --int8 / benchmark.py mark their graphs
+
+    precision = property(lambda self: "int8" if self.int8 else Backend.precision.fget(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float16 if self.fp16 else np.float32)

@@ -18,9 +18,19 @@ import numpy as np
 
 from build_utils.dataset.augment import letterbox_chw
 from build_utils.dataset.image_io import read_image
+from build_utils.dataset.img_list import list_image_files
 from build_utils.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+def calibration_images(train: str | Path, count: int) -> list[Path]:
+    """`count` images spread evenly over the train split (the first ones are often one scene)."""
+    files = list_image_files(train)
+    if not files:
+        raise UserError(f"{train}: no images to calibrate int8 with; point the .data's train= at images")
+    step = max(len(files) // max(count, 1), 1)
+    return [Path(f) for f in files[::step][:count]]
 
 
 def calibration_batches(images: Sequence[Path], img_size: int) -> Iterator[np.ndarray]:
@@ -76,7 +86,9 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[Path], img_size: i
         named.unlink(missing_ok=True)
     if model.metadata_props:  # keep names, strides, sizes: the int8 file describes itself too
         quantized = onnx.load(str(dst))
-        onnx.helper.set_model_props(quantized, {p.key: p.value for p in model.metadata_props})
+        props = {p.key: p.value for p in model.metadata_props}
+        onnx.helper.set_model_props(quantized, {**props, "precision": "int8", "calibration_images":
+                                                str(len(calibration))})
         onnx.save(quantized, str(dst))
     logger.info("int8 %s: %d calibration images at %d, %d float32 nodes kept (predictor convs and decode)",
                 dst.name, len(calibration), img_size, len(excluded))

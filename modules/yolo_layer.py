@@ -42,8 +42,13 @@ class YOLOLayer(nn.Module):
         return self._grids[key]
 
     def _apply(self, *args, **kwargs):  # .to()/.half(): drop grids cached for the old device/dtype
+        """Move like any module, but the anchors stay float32: the decode runs in float32 whatever the
+        model's dtype, and bfloat16 would round Darknet's anchors (319 -> 320 px in yolov3-tiny)."""
         self._grids = {}
-        return super()._apply(*args, **kwargs)
+        anchors = self.anchors
+        out = super()._apply(*args, **kwargs)
+        self.anchors = anchors.to(device=self.anchors.device)  # (na, 2) float32 pixels
+        return out
 
     def forward(self, p: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         bs, _, ny, nx = p.shape  # (bs, na*no, ny, nx)

@@ -15,6 +15,7 @@ import predict
 from build_utils.dataset.augment import letterbox
 from build_utils.dataset.image_io import read_image
 from build_utils.geometry import box_iou, scale_coords
+from build_utils.torch_utils import cpu_has_native_bf16
 from modules.loading import load_model
 from train_val_utils.evaluation.nms import non_max_suppression
 from train_val_utils.predict.detections_io import summary_text, yolo_lines_from_xyxy
@@ -113,9 +114,17 @@ def test_flags_take_effect(tmp_path: Path, tiny_weights: Path, darknet_dir: Path
     iou = box_iou(xyxy, xyxy).fill_diagonal_(0)
     assert iou.max() <= 0.45 + 1e-6  # across classes: the car/truck pair is gone
     capsys.readouterr()
-    run(tmp_path / "h", tiny_weights, dog, "--half")  # main() sets up logging to stderr itself
+    run(tmp_path / "h", tiny_weights, dog, "--half", "--nosave")  # main() sets up logging to stderr itself
     err = capsys.readouterr().err
-    assert "--half" in err and "float32" in err
+    assert err.splitlines()[0] == "predict: bfloat16 on cpu"  # the first line names the precision
+    if not cpu_has_native_bf16():
+        assert "--half" in err and "emulated" in err
+    run(tmp_path / "f", tiny_weights, dog, "--no-half", "--nosave")
+    assert capsys.readouterr().err.splitlines()[0] == "predict: float32 on cpu"
+    run(tmp_path / "d", tiny_weights, dog, "--nosave")  # the default: bfloat16 only where it is native
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("predict: bfloat16 on cpu (this CPU's native" if cpu_has_native_bf16()
+                            else "predict: float32 on cpu")
 
 
 def test_bad_files_are_reported_and_skipped(tmp_path: Path, tiny_weights: Path, darknet_dir: Path,

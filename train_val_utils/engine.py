@@ -216,8 +216,8 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
             imgs = _resize(imgs, size, schedule.grid)
         imgs = imgs.contiguous(memory_format=memory_format)
         with torch.autocast(device_type=device.type, dtype=schedule.amp_dtype, enabled=schedule.amp):
-            preds = model(imgs)  # list of (bs, na, ny, nx, 5+nc)
-            loss, items = kit.loss_fn(preds, targets)
+            preds = model(imgs)  # list of (bs, na, ny, nx, 5+nc), float16/bfloat16 under AMP
+        loss, items = kit.loss_fn(preds, targets)  # float32 outside autocast: targets, IoU, BCE, sums
         meter.add(i, loss, items, paths)
         # the loss is a per-batch mean; bs/nbs makes one accumulated step see the mean gradient of ~nbs
         # images; DDP averages gradients over ranks, so each rank counts its images times world_size

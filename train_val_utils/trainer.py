@@ -47,7 +47,7 @@ from train_val_utils.training.mid_epoch import MidEpochSaver, ResumeSampler, res
 from train_val_utils.training.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
 from train_val_utils.training.plot_queue import PlotQueue
 from train_val_utils.training.resume import mark_finished, only_finalisation_left, reconcile_best
-from train_val_utils.training.run_config import RunConfig
+from train_val_utils.training.run_config import RunConfig, resolve_amp
 from train_val_utils.training.run_logger import RunLogger, write_args_yaml
 from train_val_utils.training.train_plots import plot_labels, plot_results
 from train_val_utils.training.train_setup import ClassTransfer, freeze_layers, load_start_weights
@@ -91,6 +91,7 @@ class Trainer:
 
     def __init__(self, run: RunConfig, dist_info: DistInfo, ckpt: dict[str, Any] | None = None,
                  ckpt_path: Path | None = None, epoch_callback: EpochCallback | None = None) -> None:
+        run = resolve_amp(run, dist_info.device, resumed=ckpt is not None)
         self.run, self.dist, self.device = run, dist_info, dist_info.device
         self.epoch_callback = epoch_callback  # e.g. the --evolve trial's pruning check
         seed_everything(run.seed, run.deterministic)
@@ -188,7 +189,7 @@ class Trainer:
         self.lr_lambda = cosine_lr_lambda(run.epochs, self.optim_hyp.lrf)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lr_lambda)
         cuda = self.device.type == "cuda"
-        self.amp = cuda if run.amp is None else bool(run.amp)
+        self.amp = bool(run.amp)  # resolve_amp made auto concrete
         self.amp_dtype = getattr(torch, run.amp_dtype) if cuda else torch.bfloat16
         use_scaler = self.amp and self.amp_dtype == torch.float16  # bfloat16 needs no loss scaling
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)

@@ -9,6 +9,9 @@ everything is. The target is mAP@0.5 >= 0.80 within 10 minutes on 2 CPU cores.
 
 from __future__ import annotations
 
+import build_utils.omp_env  # noqa: F401 - first: OpenMP threads then sleep, not spin, when idle
+
+# isort: split
 import argparse
 import logging
 import subprocess

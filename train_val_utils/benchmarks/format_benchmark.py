@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from build_utils.dataset.img_list import list_image_files
 from build_utils.datasets import validation_loader
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
@@ -29,7 +28,7 @@ from modules import export_utils
 from modules.backends import Backend, export_metadata, load_backend
 from modules.loading import default_img_size, load_model
 from modules.model_fit import model_classes
-from modules.quantize import quantize_int8
+from modules.quantize import calibration_images, quantize_int8
 from train_val_utils.engine import EvalOptions, evaluate
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 
@@ -106,13 +105,6 @@ def machine_line() -> str:
         pass
     return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"onnxruntime {onnxruntime.__version__}, python {platform.python_version()}")
-
-
-def calibration_images(train: str | Path, count: int) -> list[Path]:
-    """`count` images spread evenly over the train split (the first ones are often one scene)."""
-    files = list_image_files(train)
-    step = max(len(files) // max(count, 1), 1)
-    return [Path(f) for f in files[::step][:count]]
 
 
 class _Formats:

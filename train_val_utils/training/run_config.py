@@ -9,11 +9,14 @@ command line's values.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from build_utils.errors import UserError
+from build_utils.torch_utils import fast_dtype
 from modules.checkpoint import load_checkpoint
 from train_val_utils.training.resume import (
     BEFORE_THE_OPTION_EXISTED,
@@ -102,3 +105,16 @@ def resolve_run_config(args: argparse.Namespace, defaults: dict[str, Any]
     for key, value in BEFORE_THE_OPTION_EXISTED.items():  # a checkpoint from an older version
         merged.setdefault(key, value)
     return RunConfig.from_options({**given, **merged}), ckpt, path
+
+
+def resolve_amp(run: RunConfig, device: torch.device, resumed: bool) -> RunConfig:
+    """`--amp` left on auto (None) made concrete, so checkpoints record what ran and a resume keeps it.
+
+    Auto is on where the device computes reduced precision natively: CUDA (float16, or --amp-dtype) and
+    CPUs with AVX512_BF16 or AMX (bfloat16, twice float32's convolution rate; BENCHMARKS.md has the
+    accuracy check). `--no-amp` is the Darknet-exact float32 path. A checkpoint that stores None was
+    written when auto meant CUDA only, so it resumes as it ran: on for CUDA, off on every CPU.
+    """
+    if run.amp is not None:
+        return run
+    return replace(run, amp=device.type == "cuda" if resumed else fast_dtype(device) is not None)
