@@ -85,6 +85,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="reuse project/name instead of a new one")
     p.add_argument("--image-weights", action=bool_flag, default=False,
                    help="draw training images by class weight: inverse class frequency x (1 - last AP@0.5)^2")
+    p.add_argument("--sr", type=float, default=0.0, metavar="S",
+                   help="L1 sparsity on the batch-norm scales, added to their gradients before each step "
+                        "(network slimming; then data/scripts/prune.py); 0 = off")
     p.add_argument("--evolve", type=int, default=0, metavar="N",
                    help="hyperparameter search: N Optuna trials (needs the [tune] extra); see --evolve-*")
     p.add_argument("--evolve-sampler", choices=("tpe", "cmaes", "ga"), default="tpe",
@@ -104,7 +107,7 @@ def check_options(args: argparse.Namespace) -> None:
     check_img_size(args.img_size)
     for flag in ("epochs", "batch_size", "nbs"):
         check_positive(getattr(args, flag), flag)
-    for flag in ("workers", "patience", "evolve"):
+    for flag in ("workers", "patience", "evolve", "sr"):
         check_positive(getattr(args, flag), flag, minimum=0)
     if args.evolve and args.resume is not None:
         raise UserError("--evolve with --resume: continue a study with the same --evolve-storage and "

@@ -5,6 +5,7 @@
 - `train_setup.py`: run folder, logging, seeding, model, data and loss built for a run.
 - `optim.py`: parameter groups, optimizer, LR schedule, warm-up and gradient accumulation.
 - `ema.py`: the exponential moving average of the weights.
+- `sparsity.py`: L1 on the batch-norm scales (`--sr`) and their histogram, before channel pruning.
 - `image_weights.py`: class-frequency image sampling (`--image-weights`).
 - `distributed_utils.py`: torchrun/DDP set-up and rank-0-only helpers.
 - `run_logger.py`: results.csv, TensorBoard and the console lines of a run.

@@ -18,7 +18,7 @@ from modules.checkpoint import find_last_checkpoint, load_checkpoint, resume_opt
 
 # What runs trained before an option existed did, so resuming one continues it bit for bit
 # (channels_last is on by default now, but older checkpoints were trained in contiguous memory).
-BEFORE_THE_OPTION_EXISTED = {"channels_last": False, "compile": False, "image_weights": False}
+BEFORE_THE_OPTION_EXISTED = {"channels_last": False, "compile": False, "image_weights": False, "sr": 0.0}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class RunConfig:
     channels_last: bool
     compile: bool
     image_weights: bool
+    sr: float
     evolve: int
     evolve_sampler: str
     evolve_storage: str | None
