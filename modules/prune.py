@@ -175,3 +175,21 @@ def kept_positions(graph: ChannelGraph, layer: int, kept: set[int]) -> torch.Ten
     origin = graph.origins[layer] if layer >= 0 else [n for n, (lay, _) in enumerate(graph.nodes)
                                                       if lay == INPUT]
     return torch.tensor([p for p, n in enumerate(origin) if graph.root[n] in kept], dtype=torch.long)
+
+
+def seed_bn_scales(model: DarkNet, seed: int = 0) -> DarkNet:
+    """Seeded random batch-norm scales and statistics, in place; returns the model in eval mode.
+
+    A freshly built cfg has every scale at 1.0, so a threshold would tie; this gives pruning
+    something to rank when only the pruned architecture matters (timing, export checks, tests).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in model.module_list:
+            if hasattr(block, "bn"):
+                n = block.bn.num_features
+                block.bn.weight.copy_(torch.rand(n, generator=gen) + 0.05)  # (n,) in [0.05, 1.05)
+                block.bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+                block.bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                block.bn.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+    return model.eval()

@@ -11,13 +11,32 @@ from build_utils.cfg_edit import format_cfg
 from build_utils.parse_config import parse_model_cfg_text
 from modules.graph_check import check_graph
 from modules.model import DarkNet
-from modules.prune import class_scores, layer_masks, percent_threshold, select_kept, trace_channels
+from modules.prune import (
+    class_scores,
+    layer_masks,
+    percent_threshold,
+    seed_bn_scales,
+    select_kept,
+    trace_channels,
+)
 from modules.prune_apply import prune_model, slim_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 # 1x1 convs after every prunable layer (so zero-scale folding is exact everywhere), a shortcut,
 # a `groups` route (yolov4-tiny style), concatenating routes, maxpools, an upsample and two heads
+_HEAD = """[convolutional]
+size=1
+stride=1
+pad=1
+filters=24
+activation=linear
+[yolo]
+mask={mask}
+anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=3
+num=6
+"""
 GROUPS_CFG = """[net]
 width=64
 height=64
@@ -76,50 +95,14 @@ stride=2
 stride=2
 [route]
 layers=-1,7
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=3
-num=6
-[route]
+{head012}[route]
 layers=9
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-[yolo]
-mask=3,4,5
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=3
-num=6
-"""
-
-
-def _seeded_scales(model: DarkNet, seed: int = 0) -> DarkNet:
-    """Distinct random |gamma| and BN statistics, so scores do not tie and folding has work to do."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for block in model.module_list:
-            if hasattr(block, "bn"):
-                n = block.bn.num_features
-                block.bn.weight.copy_(torch.rand(n, generator=gen) + 0.05)
-                block.bn.bias.copy_(torch.randn(n, generator=gen) * 0.5)
-                block.bn.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                block.bn.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-    return model.eval()
+{head345}""".format(head012=_HEAD.format(mask="0,1,2"), head345=_HEAD.format(mask="3,4,5"))
 
 
 @pytest.fixture(scope="module")
 def spp() -> DarkNet:
-    return _seeded_scales(DarkNet(REPO / "cfg/yolov3-spp.cfg"))
+    return seed_bn_scales(DarkNet(REPO / "cfg/yolov3-spp.cfg"))
 
 
 def _conv_in(model: DarkNet, i: int) -> int:
@@ -145,7 +128,7 @@ def test_shortcut_chains_share_one_mask_in_yolov3_spp(spp: DarkNet) -> None:
 
 
 def test_route_layers_map_channels_in_tiny_and_spp(spp: DarkNet) -> None:
-    tiny = _seeded_scales(DarkNet(REPO / "cfg/yolov3-tiny.cfg"), seed=1)
+    tiny = seed_bn_scales(DarkNet(REPO / "cfg/yolov3-tiny.cfg"), seed=1)
     p_tiny, summary, _ = prune_model(tiny, percent=50)
     f = p_tiny.module_defs
     # tiny layer 20 = route -1, 8 (upsampled 18 + 8) feeds conv 21
@@ -172,7 +155,7 @@ def _zero_some_scales(model: DarkNet, layers: dict[int, list[int]]) -> None:
 
 
 def test_zero_scale_channels_fold_into_the_next_layer_exactly() -> None:
-    model = _seeded_scales(DarkNet.from_cfg_text(GROUPS_CFG, "groups.cfg"), seed=2)
+    model = seed_bn_scales(DarkNet.from_cfg_text(GROUPS_CFG, "groups.cfg"), seed=2)
     # conv 0 and conv 1 are joined by the shortcut: zero both for channels 3, 7 (and one more in 1 only,
     # which must stay); conv 4 feeds the groups route: channel 5 and 21 (= 5 + 16) form one class
     _zero_some_scales(model, {0: [3, 7], 1: [3, 7, 9], 4: [5, 21, 30], 6: list(range(0, 16, 2)), 8: [1, 2]})
@@ -201,7 +184,7 @@ def test_zero_scales_in_tiny_fold_into_the_next_batch_norm() -> None:
 
         load_darknet_weights(tiny, weights)
     else:
-        _seeded_scales(tiny)
+        seed_bn_scales(tiny)
     tiny.eval()
     _zero_some_scales(tiny, {12: list(range(0, 1024, 3))})  # conv 12 (3x3, 1024) feeds conv 13 (1x1, BN)
     graph = trace_channels(tiny)
@@ -233,7 +216,7 @@ def test_prune_script_writes_cfg_pt_and_weights_that_round_trip(tmp_path: Path) 
     from modules.loading import load_model
     from modules.weights import load_darknet_weights, save_darknet_weights
 
-    model = _seeded_scales(DarkNet(REPO / "cfg/yolov3-tiny.cfg"), seed=3)
+    model = seed_bn_scales(DarkNet(REPO / "cfg/yolov3-tiny.cfg"), seed=3)
     save_darknet_weights(model, tmp_path / "tiny.weights")
     args = prune.get_args_parser().parse_args(
         ["--weights", str(tmp_path / "tiny.weights"), "--cfg", str(REPO / "cfg/yolov3-tiny.cfg"),
