@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=416, help="timing and FLOPs input size")
     p.add_argument("--repeats", type=int, default=20, help="timed forwards per model (alternating)")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards per model first")
-    p.add_argument("--out", type=Path, default=None, help="--random-cfg: folder for its files (default: temp)")
+    p.add_argument("--out", type=Path, default=None, help="--random-cfg: folder (default: temp)")
     return p
 
 

@@ -25,79 +25,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 # 1x1 convs after every prunable layer (so zero-scale folding is exact everywhere), a shortcut,
 # a `groups` route (yolov4-tiny style), concatenating routes, maxpools, an upsample and two heads
-_HEAD = """[convolutional]
-size=1
-stride=1
-pad=1
-filters=24
-activation=linear
-[yolo]
-mask={mask}
-anchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319
-classes=3
-num=6
-"""
-GROUPS_CFG = """[net]
-width=64
-height=64
-channels=3
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-pad=1
-activation=leaky
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-[shortcut]
-from=-2
-activation=linear
-[maxpool]
-size=2
-stride=2
-[convolutional]
-batch_normalize=1
-filters=32
-size=1
-stride=1
-pad=1
-activation=leaky
-[route]
-layers=-1
-groups=2
-group_id=1
-[convolutional]
-batch_normalize=1
-filters=16
-size=1
-stride=1
-pad=1
-activation=leaky
-[route]
-layers=-1,-3
-[convolutional]
-batch_normalize=1
-filters=24
-size=1
-stride=1
-pad=1
-activation=leaky
-[maxpool]
-size=2
-stride=2
-[upsample]
-stride=2
-[route]
-layers=-1,7
-{head012}[route]
-layers=9
-{head345}""".format(head012=_HEAD.format(mask="0,1,2"), head345=_HEAD.format(mask="3,4,5"))
+def _conv(filters: int, size: int = 1, bn: bool = True) -> str:
+    norm = "batch_normalize=1\n" if bn else ""
+    act = "leaky" if bn else "linear"
+    return f"[convolutional]\n{norm}filters={filters}\nsize={size}\nstride=1\npad=1\nactivation={act}\n"
+
+
+def _head(mask: str) -> str:
+    anchors = "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"
+    return _conv(24, bn=False) + f"[yolo]\nmask={mask}\nanchors={anchors}\nclasses=3\nnum=6\n"
+
+
+MAXPOOL = "[maxpool]\nsize=2\nstride=2\n"
+GROUPS_CFG = ("[net]\nwidth=64\nheight=64\nchannels=3\n" + _conv(16, 3) + _conv(16)  # 0, 1
+              + "[shortcut]\nfrom=-2\nactivation=linear\n" + MAXPOOL + _conv(32)  # 2, 3, 4
+              + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n" + _conv(16)  # 5, 6
+              + "[route]\nlayers=-1,-3\n" + _conv(24) + MAXPOOL  # 7, 8, 9
+              + "[upsample]\nstride=2\n[route]\nlayers=-1,7\n" + _head("0,1,2")  # 10, 11, 12, 13
+              + "[route]\nlayers=9\n" + _head("3,4,5"))  # 14, 15, 16
 
 
 @pytest.fixture(scope="module")
