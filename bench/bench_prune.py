@@ -51,6 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=416, help="timing and FLOPs input size")
     p.add_argument("--repeats", type=int, default=20, help="timed forwards per model (alternating)")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards per model first")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", type=Path, default=None, help="--random-cfg: folder (default: temp)")
     return p
 
@@ -104,6 +105,8 @@ def check_files(out: dict[str, str], img_size: int, folder: Path) -> None:
 
 def main(args: argparse.Namespace) -> dict[str, float]:
     setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.compare:
         return report(load_model(args.compare[0])[0], load_model(args.compare[1])[0], args)
     from data.scripts import prune

@@ -165,8 +165,10 @@ def test_prune_script_writes_cfg_pt_and_weights_that_round_trip(tmp_path: Path) 
     save_darknet_weights(model, tmp_path / "tiny.weights")
     args = prune.get_args_parser().parse_args(
         ["--weights", str(tmp_path / "tiny.weights"), "--cfg", str(REPO / "cfg/yolov3-tiny.cfg"),
-         "--names", str(REPO / "data/coco.names"), "--target-flops", "0.5", "--out", str(tmp_path / "small")])
+         "--names", str(REPO / "data/coco.names"), "--target-flops", "0.5",
+         "--out", str(tmp_path / "small.v1")])
     out = prune.main(args)
+    assert out["cfg"] == str(tmp_path / "small.v1.cfg")  # a dot in --out is no suffix to replace
     cfg_model = DarkNet(out["cfg"])  # parser + graph check
     load_darknet_weights(cfg_model, out["weights"])
     pt_model, names = load_model(out["pt"])

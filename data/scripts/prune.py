@@ -74,13 +74,13 @@ def main(args: argparse.Namespace) -> dict[str, str]:
                                            args.floor, args.multiple)
     out = args.out or Path(args.weights).with_name(Path(args.weights).stem + "-pruned")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cfg_path = out.with_suffix(".cfg")
+    cfg_path, pt_path, weights_path = (out.with_name(out.name + ext) for ext in (".cfg", ".pt", ".weights"))
     cfg_path.write_text(pruned.cfg_text, encoding="utf-8")
     pruned.cfg_name = cfg_path.name
     options = {"pruned_from": str(args.weights), "percent": percent, "floor": args.floor,
                "multiple": args.multiple}
-    pt = save_as_checkpoint(pruned, names, out.with_suffix(".pt"), options, header)
-    weights = save_as_darknet(pruned, out.with_suffix(".weights"), header)
+    pt = save_as_checkpoint(pruned, names, pt_path, options, header)
+    weights = save_as_darknet(pruned, weights_path, header)
     logger.info("pruned %.2f%% of the prunable channels", percent)
     for line in summary.lines():
         logger.info("%s", line)
