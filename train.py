@@ -110,6 +110,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="reuse project/name instead of a new one")
     p.add_argument("--image-weights", action=bool_flag, default=False,
                    help="draw training images by class weight: inverse class frequency x (1 - last AP@0.5)^2")
+    p.add_argument("--sr", type=float, default=0.0, metavar="S",
+                   help="L1 sparsity on the batch-norm scales, added to their gradients before each step "
+                        "(network slimming; then data/scripts/prune.py); 0 = off")
     p.add_argument("--evolve", type=int, default=0, metavar="N",
                    help="hyperparameter search: N Optuna trials (needs the [tune] extra); see --evolve-*")
     p.add_argument("--evolve-sampler", choices=("tpe", "cmaes", "ga"), default="tpe",
@@ -129,7 +132,7 @@ def check_options(args: argparse.Namespace) -> None:
     check_img_size(args.img_size)
     for flag in ("epochs", "batch_size", "nbs"):
         check_positive(getattr(args, flag), flag)
-    for flag in ("workers", "patience", "evolve", "save_period_steps"):
+    for flag in ("workers", "patience", "evolve", "save_period_steps", "sr"):
         check_positive(getattr(args, flag), flag, minimum=0)
     if args.save_period_min < 0 or args.dist_timeout <= 0:
         raise UserError(f"--save-period-min {args.save_period_min} must be >= 0 and --dist-timeout "

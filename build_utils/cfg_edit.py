@@ -8,6 +8,7 @@ only those values in place, keeping every other line, comment and spacing byte f
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_model_cfg_text
@@ -97,3 +98,29 @@ def rewrite_cfg_classes(text: str, classes: int, anchors: list[tuple[int, int]] 
     out = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
     parse_model_cfg_text(out, source)  # e.g. a mask past the new anchors is reported here
     return out
+
+
+def _format_value(value: Any) -> str:
+    """A parsed value back as cfg text: lists comma-joined, floats in their shortest exact form."""
+    if isinstance(value, list):
+        return ",".join(_format_value(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def format_cfg(sections: list[dict[str, Any]]) -> str:
+    """Plain Darknet cfg text for parsed `sections` ([net], layer0, ...), keys in their file order.
+
+    The writer behind pruned cfgs: parse, change values (e.g. `filters`), write. Keys keep the
+    order they had in the file (`_key_lines`); keys added without a line go last. Comments are
+    not kept. `parse_model_cfg_text(format_cfg(s))` gives back the same typed values.
+    """
+    out: list[str] = []
+    for section in sections:
+        lines = section.get("_key_lines", {})
+        keys = [k for k in section if not k.startswith("_") and k != "type"]
+        keys.sort(key=lambda k: lines.get(k, 1 << 30))
+        if out:
+            out.append("")
+        out.append(f"[{section['type']}]")
+        out.extend(f"{key}={_format_value(section[key])}" for key in keys)
+    return "\n".join(out) + "\n"

@@ -55,6 +55,7 @@ from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRE
 from train_val_utils.evaluation.tta import tta_forward
 from train_val_utils.training.distributed_utils import DistInfo, reduce_sum
 from train_val_utils.training.optim import apply_warmup, warmup_accumulate
+from train_val_utils.training.sparsity import add_bn_l1_grad
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class StepSchedule:
     seed: int = 0
     channels_last: bool = False
     sync_every: int = 10  # batches between host reads of the running losses / non-finite flag
+    sr: float = 0.0  # --sr: L1 sparsity on the batch-norm scales (0 = off)
 
 
 def multi_scale_sizes(img_size: int, grid: int = 32) -> list[int]:
@@ -224,6 +226,8 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
         scaler.scale(loss * (imgs.shape[0] * dist_info.world_size / schedule.nbs)).backward()
         if i - last_step >= warmup_accumulate(ni, schedule.warmup_iters, schedule.accumulate) or i + 1 == nb:
             last_step = i
+            if schedule.sr:
+                add_bn_l1_grad(model, schedule.sr, scaler.get_scale() if scaler.is_enabled() else 1.0)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

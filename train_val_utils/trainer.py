@@ -49,6 +49,7 @@ from train_val_utils.training.plot_queue import PlotQueue
 from train_val_utils.training.resume import mark_finished, only_finalisation_left, reconcile_best
 from train_val_utils.training.run_config import RunConfig, resolve_amp
 from train_val_utils.training.run_logger import RunLogger, write_args_yaml
+from train_val_utils.training.sparsity import bn_scales, plot_bn_histogram
 from train_val_utils.training.train_plots import plot_labels, plot_results
 from train_val_utils.training.train_setup import ClassTransfer, freeze_layers, load_start_weights
 
@@ -245,7 +246,7 @@ class Trainer:
             accumulate=self.accumulate, nbs=run.nbs, warmup_iters=warmup_iters, img_size=run.img_size,
             optim_hyp=self.optim_hyp,
             multi_scale=run.multi_scale, grid=self.max_stride, amp=self.amp, amp_dtype=self.amp_dtype,
-            seed=run.seed, channels_last=run.channels_last)
+            seed=run.seed, channels_last=run.channels_last, sr=run.sr)
         logger.info("batch %d per rank x %d rank(s), accumulate %d (nominal batch %d), AMP %s, "
                     "channels_last %s, compile %s", self.batch, world, self.accumulate, run.nbs,
                     f"on ({self.amp_dtype})" if self.amp else "off", run.channels_last, run.compile)
@@ -324,6 +325,8 @@ class Trainer:
                               "seconds": round(seconds, 2)})
             self._save(epoch, fit, improved, stop)  # writes the row to results.csv once last.pt holds it
             self.plots.submit(plot_results, [dict(r) for r in self.log.rows], self.save_dir / "results.png")
+            if self.run.sr:
+                self._log_bn_scales(epoch)
             if stop:
                 logger.info("early stop: no better fitness for %d epochs (--patience)", self.run.patience)
             if self.epoch_callback is not None and self.epoch_callback(epoch, {**metrics, "fitness": fit}):
@@ -332,6 +335,12 @@ class Trainer:
             self.sampler.set_class_maps(broadcast_object(self.sampler.class_maps.tolist(), self.dist))
         self.mid_epoch.period.reset()  # the epoch-end last.pt counts as a save
         return bool(broadcast_object(stop, self.dist))
+
+    def _log_bn_scales(self, epoch: int) -> None:
+        """--sr runs: bn_scales.png (redrawn every epoch) and a TensorBoard histogram of |gamma|."""
+        scales = bn_scales(unwrap_model(self.model))
+        self.plots.submit(plot_bn_histogram, scales, self.save_dir / "bn_scales.png", f"epoch {epoch}:")
+        self.log.add_histogram("bn_scales", scales, epoch)
 
     def _evaluate(self, epoch: int, plots: bool) -> dict[str, Any]:
         model = self.ema.ema if self.ema is not None else unwrap_model(self.model)

@@ -64,6 +64,7 @@ class RunConfig:
     channels_last: bool
     compile: bool
     image_weights: bool
+    sr: float
     evolve: int
     evolve_sampler: str
     evolve_storage: str | None

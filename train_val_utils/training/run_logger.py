@@ -86,6 +86,12 @@ class RunLogger:
                     self.tb.add_scalar(key, float(row[key]), int(row["epoch"]))
             self.tb.flush()
 
+    def add_histogram(self, name: str, values: Any, epoch: int) -> None:
+        """A TensorBoard histogram (e.g. the batch-norm scales of a --sr run); nothing without TensorBoard."""
+        if self.tb is not None:
+            self.tb.add_histogram(name, values, epoch)
+            self.tb.flush()
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
