@@ -6,7 +6,8 @@
 
 Writes into runs/val/expN: metrics.json, record_mAP.txt (COCO summary + per-class AP@0.5), the plots,
 and with --save-json predictions.json (COCO results format). `--nms merge` and `--augment` (TTA) change
-how detections are made; metrics.json records both (`nms`, `augment`).
+how detections are made (`--augment` merges unless `--nms plain`); metrics.json records both (`nms`,
+`augment`).
 
     --task study   mAP and ms/img at each --study-sizes (default 320..640 step 64): study.csv, study.png
     --task speed   forward + NMS at conf 0.25, IoU 0.45, no JSON: prints only the timing split
@@ -38,7 +39,7 @@ from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from train_val_utils.benchmarks.study import DEFAULT_STUDY_SIZES
-from train_val_utils.evaluation.nms import NMS_MODES
+from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, NMS_HELP
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 
 logger = logging.getLogger("validation")
@@ -63,11 +64,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="val: score once; study: mAP and ms/img over --study-sizes; speed: timing only")
     p.add_argument("--study-sizes", type=int, nargs="+", default=list(DEFAULT_STUDY_SIZES),
                    help="image sizes of --task study (multiples of 32)")
-    p.add_argument("--nms", choices=NMS_MODES, default="plain",
-                   help="plain NMS, or merge: kept boxes become the score x IoU-weighted mean of those "
-                        "they suppressed")
+    p.add_argument("--nms", choices=NMS_CHOICES, default=NMS_AUTO, help=NMS_HELP)
     p.add_argument("--augment", action=bool_flag, default=False,
-                   help="test-time augmentation (full, flipped x0.83, x0.67 views merged before NMS)")
+                   help="test-time augmentation (full, flipped x0.83, x0.67 views merged before NMS); "
+                        "merge-NMS unless --nms plain is given")
     p.add_argument("--rect", action=bool_flag, default=True, help="rectangular batches (less padding)")
     p.add_argument("--save-json", action=bool_flag, default=False, help="write predictions.json (COCO)")
     p.add_argument("--plots", action=bool_flag, default=True, help="PR/F1 curves, confusion matrix, batch 0")

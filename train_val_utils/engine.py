@@ -43,7 +43,7 @@ from train_val_utils.evaluation.coco_eval import (
     image_ids_from_json,
 )
 from train_val_utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from train_val_utils.evaluation.nms import NMS_MODES, non_max_suppression
+from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, non_max_suppression, resolve_nms
 from train_val_utils.evaluation.reporting import (
     LOSS_KEYS,
     epoch_bar_text,
@@ -223,7 +223,8 @@ class EvalOptions:
 
     `coco_json` + `category_ids` score against the original COCO annotations; otherwise against the
     YOLO labels (the ground truth built from them is cached under `cache_dir`). `augment` runs the
-    test-time-augmented forward (`tta.py`); `nms` is `plain` or `merge` (merge-NMS, `nms.merge_boxes`).
+    test-time-augmented forward (`tta.py`); `nms` is `plain`, `merge` (merge-NMS, `nms.merge_boxes`) or
+    `auto` (merge with `augment`, else plain), resolved at construction: `options.nms` is what runs.
     """
 
     conf_thres: float = EVAL_CONF_THRES
@@ -235,11 +236,12 @@ class EvalOptions:
     category_ids: list[int] | None = None
     cache_dir: str | Path | None = None
     augment: bool = False
-    nms: str = "plain"
+    nms: str = NMS_AUTO
 
     def __post_init__(self) -> None:
-        if self.nms not in NMS_MODES:
-            raise UserError(f"nms={self.nms!r}: expected one of {', '.join(NMS_MODES)}")
+        if self.nms not in NMS_CHOICES:
+            raise UserError(f"nms={self.nms!r}: expected one of {', '.join(NMS_CHOICES)}")
+        object.__setattr__(self, "nms", resolve_nms(self.nms, self.augment))  # frozen: set once, here
 
 
 def _ground_truth_source(dataset: Any, options: EvalOptions) -> tuple[Any, list[int]]:
