@@ -33,7 +33,6 @@ from build_utils.cli import (
     run_cli,
     setup_logging,
 )
-from build_utils.data_yaml import parse_category_ids
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
@@ -97,7 +96,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from build_utils.datasets import validation_loader
     from modules.backends import load_backend
     from modules.model_fit import input_size, model_classes
-    from train_val_utils.engine import EvalOptions, evaluate
+    from train_val_utils.engine import evaluate, scoring_options
     from train_val_utils.evaluation.reporting import record_map_text
 
     setup_logging(args.verbose)
@@ -108,23 +107,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.half and device.type != "cuda":
         logger.warning("--half needs CUDA; running in float32 on %s", device)
     model = load_backend(args.weights, args.cfg, device, half=args.half and device.type == "cuda", fuse=True)
-    category_ids = parse_category_ids(data.get("category_ids"), args.data)
-    classes = model_classes(model.nc, names, category_ids, names_source=args.data, model_source=args.weights)
+    model_classes(model.nc, names, data.get("category_ids"), names_source=args.data,
+                  model_source=args.weights)
     size_changing = "--augment" if args.augment else "--task study" if args.task == "study" else None
     size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
                       model_source=Path(args.weights).name, size_changing=size_changing)
     img_size, rect = size.img_size, args.rect and size.allows_rect
-    coco_json = data.get("valid_json")
-    if coco_json is not None and category_ids is None:
-        raise ConfigError(f"{args.data}: valid_json= needs category_ids= (class index -> COCO category id)")
 
     def make_loader(size: int) -> torch.utils.data.DataLoader:
         return validation_loader(data["valid"], size, args.batch_size, len(names), rect, args.workers,
                                  pin_memory=device.type == "cuda")
 
-    options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
-                          save_json=args.save_json, per_class=args.per_class, coco_json=coco_json,
-                          category_ids=classes.category_ids, augment=args.augment, nms=args.nms)
+    options = scoring_options(data, args.data, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                              plots=args.plots, save_json=args.save_json, per_class=args.per_class,
+                              augment=args.augment, nms=args.nms)
     if args.task == "speed":
         return run_speed_task(model, make_loader(img_size), device, options)
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)

@@ -42,6 +42,7 @@ from train_val_utils.evaluation.coco_eval import (
     evaluate_coco,
     image_ids_from_json,
 )
+from train_val_utils.evaluation.ground_truth import ground_truth_for
 from train_val_utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
 from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, non_max_suppression, resolve_nms
 from train_val_utils.evaluation.reporting import (
@@ -242,6 +243,16 @@ class EvalOptions:
         if self.nms not in NMS_CHOICES:
             raise UserError(f"nms={self.nms!r}: expected one of {', '.join(NMS_CHOICES)}")
         object.__setattr__(self, "nms", resolve_nms(self.nms, self.augment))  # frozen: set once, here
+
+
+def scoring_options(data: dict[str, Any], data_source: str | Path, *, single_cls: bool = False,
+                    **options: Any) -> EvalOptions:
+    """`EvalOptions` scoring against the split's one ground truth (`ground_truth_for`: the COCO JSON the
+    data names, else the labels). Training, validation.py and benchmark.py build their options here, so
+    one model on one split gets one mAP in every tool."""
+    truth = ground_truth_for(data, data_source, single_cls=single_cls)
+    logger.debug("scoring against %s", truth.describe())
+    return EvalOptions(coco_json=truth.coco_json, category_ids=truth.category_ids, **options)
 
 
 def _ground_truth_source(dataset: Any, options: EvalOptions) -> tuple[Any, list[int]]:

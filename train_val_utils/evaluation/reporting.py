@@ -28,7 +28,8 @@ def epoch_bar_text(epoch: int, epochs: int, mean_losses: Sequence[float], n_targ
 
 
 def _table_row(name: str, images: int, instances: int, p: float, r: float, ap50: float, ap: float) -> str:
-    return f"{name:>20}{images:>11}{instances:>11}{p:>11.3g}{r:>11.3g}{ap50:>11.3g}{ap:>11.3g}"
+    """Four decimals, as results.csv and benchmark.py: one mAP reads the same in every tool."""
+    return f"{name:>20}{images:>11}{instances:>11}{p:>11.4f}{r:>11.4f}{ap50:>11.4f}{ap:>11.4f}"
 
 
 def results_table(results: dict[str, Any], per_class: bool = False) -> str:
