@@ -14,13 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import benchmark
 import export
 import train
 import validation
 from build_utils.datasets import EVAL_SHAPE_GROUP, batches_within_groups
-from modules.checkpoint import load_checkpoint
+from modules.checkpoint import deployable_checkpoint, load_checkpoint, save_checkpoint
+from modules.export_utils import checkpoint_from_model
+from modules.loading import as_deployed, load_model
+from modules.model import DarkNet
 from train_val_utils.benchmarks import format_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +38,23 @@ def test_batches_never_cross_a_shape_group() -> None:
     assert sum(batches, []) == list(range(70))
     assert all(b[0] // 32 == b[-1] // 32 for b in batches)
     assert [len(b) for b in batches_within_groups(40, 64, EVAL_SHAPE_GROUP)] == [32, 8]
+
+
+def test_training_scores_exactly_what_best_pt_gives(tmp_path: Path) -> None:
+    """`as_deployed` (what training scores) computes bit for bit what load_model(best.pt) computes."""
+    torch.manual_seed(0)
+    model = DarkNet(TINY_CFG).train()
+    model(torch.rand(2, 3, 64, 64))  # a training forward moves the BN running statistics off 0/1
+    model.to(memory_format=torch.channels_last).eval()  # as the trainer holds it
+    best = tmp_path / "best.pt"
+    ckpt = checkpoint_from_model(model, [str(i) for i in range(80)], {})
+    save_checkpoint(deployable_checkpoint(ckpt), best)
+    loaded, _ = load_model(best, fuse=True)
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        deployed, from_file, raw = as_deployed(model)(x)[0], loaded(x)[0], model(x)[0]
+    assert torch.equal(deployed, from_file)
+    assert not torch.equal(raw, from_file)  # float16 rounding and fusion do change the outputs
 
 
 @pytest.fixture(scope="module")
