@@ -65,6 +65,7 @@ class RunConfig:
     evolve_storage: str | None
     evolve_name: str | None
     evolve_space: str
+    evolve_keep_weights: bool
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:
