@@ -19,7 +19,14 @@ from typing import Any
 
 import torch
 
-from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import (
+    ArgumentParser,
+    HelpFormatter,
+    check_img_size,
+    check_positive,
+    run_cli,
+    setup_logging,
+)
 from build_utils.errors import UserError
 from train_val_utils.trainer import Trainer
 from train_val_utils.training.distributed_utils import cleanup_distributed, init_distributed
@@ -30,7 +37,7 @@ logger = logging.getLogger("train")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         formatter_class=HelpFormatter, description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.")
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--cfg", default="cfg/yolov3-spp.cfg",

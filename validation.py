@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from build_utils.cli import (
+    ArgumentParser,
     HelpFormatter,
     check_fraction,
     check_img_size,
@@ -45,7 +46,7 @@ logger = logging.getLogger("validation")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--weights", required=True,
                    help="a .pt (carries cfg, names), Darknet .weights (with --cfg), or an exported .onnx / "

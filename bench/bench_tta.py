@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.parse_config import load_class_names
 from build_utils.torch_utils import select_device
@@ -39,7 +39,7 @@ logger = logging.getLogger("bench_tta")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", default=str(REFERENCE / "coco128" / "images" / "train"))
     p.add_argument("--weights", default=str(REFERENCE / "weights" / "yolov3-tiny.weights"))
     p.add_argument("--cfg", default=str(REPO / "cfg" / "yolov3-tiny.cfg"))
