@@ -208,8 +208,8 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
         n_targets += int(targets.shape[0])
         if (i + 1) % schedule.sync_every == 0 or i + 1 == nb:
             means = meter.sync(dist_info, epoch)
-            bar.set_description(epoch_bar_text(epoch, epochs, means.tolist(), int(targets.shape[0]),
-                                               int(imgs.shape[-1]), device))
+            bar.set_description(epoch_bar_text(epoch, epochs, means.tolist(), n_targets, int(imgs.shape[-1]),
+                                               device))
         if on_batch is not None and ni < 3:
             on_batch(ni, imgs, targets, paths)
     means = meter.sync(dist_info, epoch) if meter.count else torch.zeros(4)

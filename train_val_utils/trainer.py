@@ -38,6 +38,7 @@ from modules.checkpoint import (
 from modules.loading import as_deployed, load_model
 from modules.model import DarkNet
 from train_val_utils.engine import StepSchedule, TrainKit, evaluate, scoring_options, train_one_epoch
+from train_val_utils.evaluation.reporting import eta_text
 from train_val_utils.loss import YoloLoss
 from train_val_utils.training.distributed_utils import DistInfo, barrier, broadcast_object
 from train_val_utils.training.ema import ModelEMA
@@ -237,11 +238,14 @@ class Trainer:
     # ---- the run --------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         last_epoch = self.start_epoch if self.finalize_only else self.run.epochs  # finalize_only: train none
+        started = time.time()
         for epoch in range(self.start_epoch, last_epoch):
             losses, seconds = self.train_epoch(epoch)
             self.epochs_run += 1
             if self.after_epoch(epoch, losses, seconds):
                 break
+            if self.dist.is_main and epoch + 1 < last_epoch:  # the run's pace so far, evaluation included
+                logger.info("%s", eta_text(time.time() - started, self.epochs_run, last_epoch - epoch - 1))
         barrier(self.dist)
         return self.finalize()
 
@@ -328,8 +332,10 @@ class Trainer:
         self.log.write_row()
         if improved and self.run.savebest:
             self._save_file(deployable_checkpoint(ckpt), self.wdir / "best.pt")  # fp16 EMA only
-        logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.run.epochs - 1,
-                    self.wdir / "last.pt", fit, self.best_fitness)
+        scored = f"fitness {fit:.4f}" if fit == fit else "not evaluated (--notest)"  # NaN: skipped
+        best = f"best {self.best_fitness:.4f}" if self.best_fitness >= 0 else "no evaluation yet"
+        logger.info("epoch %d/%d saved to %s (%s, %s)", epoch, self.run.epochs - 1, self.wdir / "last.pt",
+                    scored, best)
 
     def _save_file(self, ckpt: dict[str, Any], path: Path) -> None:
         try:
