@@ -52,13 +52,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="batch: rect batches of --batch-size; reference: one image at a time, square and "
                         "rect, beside ../shared/reference/tta/classic_tta_coco128.json")
     p.add_argument("--classic", default=str(REFERENCE / "tta" / "classic_tta_coco128.json"))
+    p.add_argument("--modes", nargs="+", default=[m[0] for m in MODES], choices=[m[0] for m in MODES],
+                   help="which rows to measure (the first one listed is the base of the gains)")
+    p.add_argument("--layouts", nargs="+", default=["square", "rect"], choices=["square", "rect"],
+                   help="--protocol reference: which letterbox layouts")
     return p
 
 
 def score_modes(model: torch.nn.Module, loader: torch.utils.data.DataLoader, names: list[str],
-                device: torch.device) -> list[dict]:
+                device: torch.device, modes: list[str]) -> list[dict]:
     rows = []
-    for label, augment, nms in MODES:
+    for label, augment, nms in (m for m in MODES if m[0] in modes):
         res = evaluate(model, loader, names, device, EvalOptions(augment=augment, nms=nms))
         ms = sum(res["speed_ms"].values())
         rows.append({"mode": label, "map": res["map"], "map50": res["map50"], "ms": ms})
@@ -75,10 +79,10 @@ def print_batch_table(rows: list[dict]) -> None:
 
 def print_reference_table(letterbox: str, rows: list[dict], classic: dict) -> None:
     """Ours and the classic code's mAPs per mode, and each one's gain over its own plain NMS."""
-    print(f"\n{letterbox}: ours vs classic (mAP@0.5:0.95 / mAP@0.5; gain = mode - plain NMS)\n")
+    print(f"\n{letterbox}: ours vs classic (mAP@0.5:0.95 / mAP@0.5; gain = mode - {rows[0]['mode']})\n")
     print("| mode | ours | classic | our gain | classic gain |")
     print("| --- | --- | --- | --- | --- |")
-    ours0, classic0 = rows[0]["map"], classic[f"{letterbox}_plain"][0]
+    ours0, classic0 = rows[0]["map"], classic[f"{letterbox}_{CLASSIC_KEYS[rows[0]['mode']]}"][0]
     for r in rows:
         c = classic[f"{letterbox}_{CLASSIC_KEYS[r['mode']]}"]
         print(f"| {r['mode']} | {r['map']:.4f} / {r['map50']:.4f} | {c[0]:.4f} / {c[1]:.4f} | "
@@ -93,12 +97,13 @@ def main(args: argparse.Namespace) -> dict[str, list[dict]]:
     if args.protocol == "batch":
         layouts = {"rect": (args.batch_size, True, 0.5)}
     else:  # one image at a time: square letterbox, or the image's own smallest 32-multiple rectangle
-        layouts = {"square": (1, False, 0.0), "rect": (1, True, 0.0)}
+        layouts = {k: v for k, v in {"square": (1, False, 0.0), "rect": (1, True, 0.0)}.items()
+                   if k in args.layouts}
     results = {}
     for letterbox, (batch, rect, pad) in layouts.items():
         dataset = LoadImagesAndLabels(args.images, args.img_size, batch, rect=rect, nc=len(names), pad=pad)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch, collate_fn=collate_fn)
-        results[letterbox] = score_modes(model, loader, names, device)
+        results[letterbox] = score_modes(model, loader, names, device, args.modes)
         print(f"\nyolov3-tiny (official weights) on {len(dataset)} coco128 images at {args.img_size}, "
               f"{device}, batch {batch}, {letterbox}\n")
         print_batch_table(results[letterbox])
