@@ -19,7 +19,6 @@ from pathlib import Path
 
 from build_utils.cli import (
     ArgumentParser,
-    HelpFormatter,
     check_img_size,
     check_positive,
     run_cli,
@@ -29,7 +28,7 @@ from train_val_utils.benchmarks.format_benchmark import BenchmarkOptions, Format
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--weights", required=True, help="a .pt, or Darknet .weights with --cfg")
     p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
     p.add_argument("--data", required=True, help=".data file: valid= is scored, train= calibrates int8")

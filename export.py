@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from build_utils.cli import ArgumentParser, HelpFormatter, check_img_size, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, check_img_size, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.run_dir import ensure_dir
 from build_utils.torch_utils import select_device
@@ -35,7 +35,7 @@ TOLERANCE = 1e-4  # max |exported - PyTorch| in float32, boxes in units of the i
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        formatter_class=HelpFormatter, description=__doc__)
+        description=__doc__)
     parser.add_argument("--weights", required=True, help="a .pt checkpoint, or Darknet .weights with --cfg")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
     parser.add_argument("--format", required=True, choices=sorted(SUFFIXES), help="what to write")

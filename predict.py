@@ -20,7 +20,6 @@ import torch
 
 from build_utils.cli import (
     ArgumentParser,
-    HelpFormatter,
     check_fraction,
     check_img_size,
     check_positive,
@@ -42,7 +41,7 @@ logger = logging.getLogger("predict")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--weights", required=True,
                         help="a .pt, Darknet .weights with --cfg, or an exported .onnx/.torchscript")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")

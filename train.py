@@ -21,7 +21,6 @@ import torch
 
 from build_utils.cli import (
     ArgumentParser,
-    HelpFormatter,
     check_img_size,
     check_positive,
     run_cli,
@@ -38,7 +37,7 @@ logger = logging.getLogger("train")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
-        formatter_class=HelpFormatter, description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.")
+        description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.")
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--cfg", default="cfg/yolov3-spp.cfg",
                    help="Darknet model cfg (classes must match --data)")

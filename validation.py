@@ -27,7 +27,6 @@ import torch
 
 from build_utils.cli import (
     ArgumentParser,
-    HelpFormatter,
     check_fraction,
     check_img_size,
     check_positive,
@@ -46,7 +45,7 @@ logger = logging.getLogger("validation")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__)
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--weights", required=True,
                    help="a .pt (carries cfg, names), Darknet .weights (with --cfg), or an exported .onnx / "

@@ -36,8 +36,7 @@ REFERENCE = REPO.parent / "shared" / "reference"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--source", default=str(REFERENCE / "coco128" / "images"), help="folder of images")
     parser.add_argument("--tiny-weights", default=str(REFERENCE / "weights" / "yolov3-tiny.weights"))
     parser.add_argument("--models", nargs="+", default=["yolov3-tiny", "yolov3-spp"],

@@ -39,7 +39,7 @@ logger = logging.getLogger("bench_tta")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--images", default=str(REFERENCE / "coco128" / "images" / "train"))
     p.add_argument("--weights", default=str(REFERENCE / "weights" / "yolov3-tiny.weights"))
     p.add_argument("--cfg", default=str(REPO / "cfg" / "yolov3-tiny.cfg"))

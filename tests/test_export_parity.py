@@ -5,16 +5,15 @@ print no TracerWarning unless one is not known to be benign."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_backends import by_image, predictions
 
 import export
-import predict
 from build_utils.parse_config import parse_data_cfg
 from modules import export_utils
 from modules.backends import load_backend
@@ -52,21 +51,6 @@ def formats(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path, images
     int8 = quantize_int8(onnx, tmp / "tiny.int8.onnx", sorted(images.glob("*.jpg")), 416)
     return {"pt": pt, "onnx": onnx, "torchscript": do_export(pt, "torchscript", tmp / "tiny.torchscript"),
             "int8": int8}
-
-
-def predictions(weights: Path, source: Path, project: Path) -> list[dict]:
-    args = predict.get_args_parser().parse_args(
-        ["--weights", str(weights), "--source", str(source), "--device", "cpu", "--save-json", "--nosave",
-         "--project", str(project)])
-    return json.loads(predict.main(args).json_path.read_text())
-
-
-def by_image(records: list[dict]) -> dict[str, np.ndarray]:
-    """file name -> (n, 6) [category id, x, y, w, h, score] sorted by category then box."""
-    out: dict[str, list] = {}
-    for r in records:
-        out.setdefault(r["file_name"], []).append([r["category_id"], *r["bbox"], r["score"]])
-    return {k: np.array(sorted(v)) for k, v in out.items()}
 
 
 def test_every_export_carries_the_category_ids(formats: dict[str, Path]) -> None:

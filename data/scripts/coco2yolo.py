@@ -28,7 +28,7 @@ import yaml
 if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.coco2yolo`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from build_utils.cli import ArgumentParser, HelpFormatter, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.errors import UserError
 from data.scripts.dataset_convert import convert_coco
 
@@ -37,7 +37,7 @@ LOGGER = logging.getLogger("coco2yolo")
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        formatter_class=HelpFormatter, description="COCO instances JSON to YOLO txt labels.")
+        description="COCO instances JSON to YOLO txt labels.")
     parser.add_argument("--out", required=True, help="output dataset folder")
     parser.add_argument("--train-json", help="instances JSON of the training split")
     parser.add_argument("--train-images", help="image folder of the training split")
