@@ -102,8 +102,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--evolve-space", default="cfg/evolve.yaml",
                    help="search space: per hyp key low/high/log; keys not listed stay fixed")
     p.add_argument("--evolve-keep-weights", action=bool_flag, default=False,
-                   help="keep every trial's weights/ (default: only the best trial's; every trial keeps "
-                        "its metrics)")
+                   help="keep every trial's weights/; without it only the best trial keeps them (every "
+                        "trial keeps its metrics)")
     p.add_argument("--verbose", action=bool_flag, default=False, help="debug logging")
     return p
 
