@@ -20,12 +20,18 @@ import os
 import sys
 from pathlib import Path
 
-from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import (
+    ArgumentParser,
+    check_img_size,
+    check_positive,
+    run_cli,
+    setup_logging,
+)
 from train_val_utils.benchmarks.format_benchmark import BenchmarkOptions, FormatRow, run_benchmark
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--weights", required=True, help="a .pt, or Darknet .weights with --cfg")
     p.add_argument("--cfg", default=None, help="model cfg; required for Darknet .weights")
     p.add_argument("--data", required=True, help=".data file: valid= is scored, train= calibrates int8")

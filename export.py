@@ -7,8 +7,9 @@
 
 ONNX/TorchScript graphs take `images` (bs, 3, H, W) float RGB in [0, 1] and return `output`
 (bs, N, 5+nc) = cx, cy, w, h in input pixels, objectness, class probabilities (run NMS after).
-They carry class names, strides, image size, nc and the cfg (ONNX metadata_props, TorchScript extra
-file meta.json), so predict.py and validation.py run them without --cfg or --names.
+They carry class names, COCO category ids, strides, image size, nc and the cfg (ONNX metadata_props,
+TorchScript extra file meta.json), so predict.py and validation.py run them without --cfg or --names and
+write the same predictions.json as the .pt (category ids included).
 `--int8` quantizes the verified float32 ONNX (static QDQ, per-channel weights, activation ranges from
 --calib-images letterboxed images of the --data train split; predictor convs and box decode stay
 float32): about twice ONNX float32's speed on a CPU with VNNI, mAP in BENCHMARKS.md.
@@ -24,15 +25,16 @@ import logging
 import sys
 from pathlib import Path
 
-from build_utils.cli import HelpFormatter, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, check_img_size, check_positive, run_cli, setup_logging
 from build_utils.errors import UserError
-from build_utils.parse_config import load_class_names, parse_data_cfg
+from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import ensure_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils
 from modules.backends import export_metadata
 from modules.loading import default_img_size, load_model
-from modules.model_fit import model_classes
+from modules.model import DarkNet
+from modules.model_fit import model_classes, read_names
 from modules.quantize import calibration_images, quantize_int8
 
 logger = logging.getLogger("export")
@@ -41,16 +43,17 @@ TOLERANCE = 1e-4  # max |exported - PyTorch| in float32, boxes in units of the i
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        formatter_class=HelpFormatter, description=__doc__)
+    parser = ArgumentParser(
+        description=__doc__)
     parser.add_argument("--weights", required=True, help="a .pt checkpoint, or Darknet .weights with --cfg")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
     parser.add_argument("--format", required=True, choices=sorted(SUFFIXES), help="what to write")
     parser.add_argument("--out", default=None,
                         help="output file; None = --weights with the format's suffix")
     parser.add_argument("--names", default=None,
-                        help="class names for --format pt; None = the .pt's, else data/coco.names when "
-                             "the model has 80 classes, else the class indices")
+                        help="class names: a .names file, or a .data / dataset YAML (its names and COCO "
+                             "category_ids); None = the .pt's, else data/coco.names when the model has 80 "
+                             "classes, else the class indices")
     parser.add_argument("--img-size", type=int, default=None,
                         help="square input size of the exported graph; None = the .pt's training size, "
                              "else 416")
@@ -96,14 +99,19 @@ def output_path(args: argparse.Namespace) -> Path:
     return out
 
 
-def class_names_for(args: argparse.Namespace, names: list[str] | None, nc: int) -> list[str]:
-    """--names, else the model's names, else data/coco.names for 80 classes, else the class indices."""
-    given = load_class_names(args.names) if args.names else names
-    classes = model_classes(nc, given, None, names_source=args.names or args.weights,
+def class_names_for(args: argparse.Namespace, names: list[str] | None, model: DarkNet) -> list[str]:
+    """--names, else the model's names, else data/coco.names for 80 classes, else the class indices.
+
+    A .data / dataset YAML given as --names also sets the model's `category_ids` (the export and a
+    converted .pt carry them); otherwise the model keeps those its .pt recorded."""
+    given, ids = read_names(args.names) if args.names else (names, None)
+    ids = ids if ids is not None else getattr(model, "category_ids", None)
+    classes = model_classes(model.nc, given, ids, names_source=args.names or args.weights,
                             model_source=args.weights, coco_fallback=True)
+    model.category_ids = classes.category_ids
     if classes.names is None:
         logger.warning("no class names known: storing the class indices; pass --names for real names")
-        return [str(i) for i in range(nc)]
+        return [str(i) for i in range(model.nc)]
     return classes.names
 
 
@@ -121,7 +129,7 @@ def export_graph(args: argparse.Namespace, out: Path) -> tuple[float, float]:
     if img_size % model.max_stride:
         raise UserError(f"--img-size {img_size}: must be a multiple of {model.max_stride}")
     dynamic = args.dynamic or args.format == "torchscript"
-    meta = export_metadata(model, class_names_for(args, names, model.nc), model.train_img_size or img_size,
+    meta = export_metadata(model, class_names_for(args, names, model), model.train_img_size or img_size,
                            img_size, dynamic)
     x = export_utils.example_input(img_size, args.verify_image).to(device)
     if args.half:
@@ -179,7 +187,7 @@ def main(args: argparse.Namespace) -> Path:
     else:
         model, names, header = export_utils.load_for_conversion(args.weights, args.cfg)
         if args.format == "pt":
-            names = class_names_for(args, names, model.nc)
+            names = class_names_for(args, names, model)
             export_utils.save_as_checkpoint(model, names, out, vars(args), header)
         else:
             export_utils.save_as_darknet(model, out, header)

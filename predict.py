@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from build_utils.cli import (
-    HelpFormatter,
+    ArgumentParser,
     check_fraction,
     check_img_size,
     check_positive,
@@ -30,13 +30,12 @@ from build_utils.cli import (
     setup_logging,
 )
 from build_utils.errors import DatasetError
-from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import half_dtype_name, inference_half, select_device
 from modules.backends import GRAPH_SUFFIXES, Backend, load_backend
 from modules.memory_estimate import check_model_memory
-from modules.model_fit import ModelClasses, check_class_filter, input_size, model_classes
-from train_val_utils.evaluation.nms import NMS_MODES
+from modules.model_fit import ModelClasses, check_class_filter, input_size, model_classes, read_names
+from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, NMS_HELP
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.predict.detections_io import ResultWriter
 from train_val_utils.predict.predictor import PredictOptions, PredictStats, run_predict
@@ -46,7 +45,7 @@ logger = logging.getLogger("predict")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--weights", required=True,
                         help="a .pt, Darknet .weights with --cfg, or an exported .onnx/.torchscript")
     parser.add_argument("--cfg", default=None, help="Darknet .cfg for .weights (a .pt carries its own)")
@@ -65,11 +64,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class indices")
     parser.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=False,
                         help="suppress overlapping boxes across classes")
-    parser.add_argument("--nms", choices=NMS_MODES, default="plain",
-                        help="plain NMS, or merge: each kept box becomes the score x IoU-weighted mean of "
-                             "the boxes it suppressed")
+    parser.add_argument("--nms", choices=NMS_CHOICES, default=NMS_AUTO, help=NMS_HELP)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                        help="test-time augmentation: also run the image flipped+scaled 0.83 and scaled 0.67")
+                        help="test-time augmentation: also run the image flipped+scaled 0.83 and scaled "
+                             "0.67; merge-NMS unless --nms plain is given")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many detections per image")
     parser.add_argument("--device", default="", help="'cpu', a GPU index such as '0', or '' for auto")
     parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
@@ -106,15 +104,6 @@ def check_args(args: argparse.Namespace) -> None:
         check_fraction(getattr(args, flag), flag)
     if args.line_thickness is not None:
         check_positive(args.line_thickness, "line_thickness")
-
-
-def read_names(path: str) -> tuple[list[str], list[int] | None]:
-    """--names: a .names file, or a .data / dataset YAML (class names and its category_ids, if any)."""
-    if Path(path).suffix.lower() in (".data", ".yaml", ".yml"):
-        data = parse_data_cfg(path)
-        ids = data.get("category_ids")
-        return list(data["class_names"]), ids if isinstance(ids, list) else None
-    return load_class_names(path), None
 
 
 def prepare_backend(args: argparse.Namespace, device: torch.device,

@@ -22,7 +22,14 @@ from typing import Any
 
 import torch
 
-from build_utils.cli import HelpFormatter, Terminated, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.cli import (
+    ArgumentParser,
+    Terminated,
+    check_img_size,
+    check_positive,
+    run_cli,
+    setup_logging,
+)
 from build_utils.errors import UserError
 from train_val_utils.trainer import Trainer
 from train_val_utils.training.distributed_utils import (
@@ -39,8 +46,8 @@ logger = logging.getLogger("train")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        formatter_class=HelpFormatter, description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.")
+    p = ArgumentParser(
+        description="Train a YOLOv3 / YOLOv3-SPP / YOLOv3-tiny detector.")
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--cfg", default="cfg/yolov3-spp.cfg",
                    help="Darknet model cfg (classes must match --data)")
@@ -123,6 +130,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--evolve-name", default=None, help="study name (same storage + name continues it)")
     p.add_argument("--evolve-space", default="cfg/evolve.yaml",
                    help="search space: per hyp key low/high/log; keys not listed stay fixed")
+    p.add_argument("--evolve-keep-weights", action=bool_flag, default=False,
+                   help="keep every trial's weights/; without it only the best trial keeps them (every "
+                        "trial keeps its metrics)")
     p.add_argument("--verbose", action=bool_flag, default=False, help="debug logging")
     return p
 
@@ -185,6 +195,7 @@ def evolve(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -
     from build_utils.run_dir import make_run_dir
     from train_val_utils.training.run_config import RunConfig
     from train_val_utils.tune.evolve import import_optuna, load_search_space, run_evolve
+    from train_val_utils.tune.trial_weights import best_complete_trial
 
     import_optuna()  # one clear line before any work when the [tune] extra is missing
     run = RunConfig.from_options(vars(args))
@@ -192,9 +203,8 @@ def evolve(args: argparse.Namespace, defaults: dict[str, Any], dist_info: Any) -
     project = "runs/evolve" if args.project == defaults["project"] else args.project
     evolve_dir = make_run_dir(project, args.name, exist_ok=args.exist_ok)
     study = run_evolve(run, base_hyp, space, evolve_dir, dist_info, args.evolve, args.evolve_storage,
-                       args.evolve_name, args.evolve_sampler)
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    best = max(complete, key=lambda t: t.value) if complete else None
+                       args.evolve_name, args.evolve_sampler, keep_weights=args.evolve_keep_weights)
+    best = best_complete_trial(study)
     logger.info("evolve: %d trials in the study; best %s; hyp_evolved.yaml in %s", len(study.trials),
                 f"trial {best.number} fitness {best.value:.4f}" if best else "none complete yet", evolve_dir)
     return {"save_dir": str(evolve_dir), "best_trial": best.number if best else None,

@@ -6,7 +6,8 @@
 
 Writes into runs/val/expN: metrics.json, record_mAP.txt (COCO summary + per-class AP@0.5), the plots,
 and with --save-json predictions.json (COCO results format). `--nms merge` and `--augment` (TTA) change
-how detections are made; metrics.json records both (`nms`, `augment`).
+how detections are made (`--augment` merges unless `--nms plain`); metrics.json records both (`nms`,
+`augment`).
 
     --task study   mAP and ms/img at each --study-sizes (default 320..640 step 64): study.csv, study.png
     --task speed   forward + NMS at conf 0.25, IoU 0.45, no JSON: prints only the timing split
@@ -28,27 +29,26 @@ from typing import Any
 import torch
 
 from build_utils.cli import (
-    HelpFormatter,
+    ArgumentParser,
     check_fraction,
     check_img_size,
     check_positive,
     run_cli,
     setup_logging,
 )
-from build_utils.data_yaml import parse_category_ids
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import inference_half, select_device
 from train_val_utils.benchmarks.study import DEFAULT_STUDY_SIZES
-from train_val_utils.evaluation.nms import NMS_MODES
+from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, NMS_HELP
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 
 logger = logging.getLogger("validation")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__)
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--weights", required=True,
                    help="a .pt (carries cfg, names), Darknet .weights (with --cfg), or an exported .onnx / "
@@ -69,11 +69,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="val: score once; study: mAP and ms/img over --study-sizes; speed: timing only")
     p.add_argument("--study-sizes", type=int, nargs="+", default=list(DEFAULT_STUDY_SIZES),
                    help="image sizes of --task study (multiples of 32)")
-    p.add_argument("--nms", choices=NMS_MODES, default="plain",
-                   help="plain NMS, or merge: kept boxes become the score x IoU-weighted mean of those "
-                        "they suppressed")
+    p.add_argument("--nms", choices=NMS_CHOICES, default=NMS_AUTO, help=NMS_HELP)
     p.add_argument("--augment", action=bool_flag, default=False,
-                   help="test-time augmentation (full, flipped x0.83, x0.67 views merged before NMS)")
+                   help="test-time augmentation (full, flipped x0.83, x0.67 views merged before NMS); "
+                        "merge-NMS unless --nms plain is given")
     p.add_argument("--rect", action=bool_flag, default=True, help="rectangular batches (less padding)")
     p.add_argument("--save-json", action=bool_flag, default=False, help="write predictions.json (COCO)")
     p.add_argument("--plots", action=bool_flag, default=True, help="PR/F1 curves, confusion matrix, batch 0")
@@ -107,7 +106,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     from modules.class_transfer import class_indices
     from modules.memory_estimate import check_model_memory
     from modules.model_fit import input_size, model_classes
-    from train_val_utils.engine import EvalOptions, evaluate
+    from train_val_utils.engine import evaluate, scoring_options
     from train_val_utils.evaluation.reporting import record_map_text
 
     setup_logging(args.verbose)
@@ -117,25 +116,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     names = data["class_names"]
     model = load_backend(args.weights, args.cfg, device, half=inference_half(args.half, device), fuse=True)
     logger.info("validation: %s on %s", model.precision, device)
-    category_ids = parse_category_ids(data.get("category_ids"), args.data)
-    classes = model_classes(model.nc, names, category_ids, names_source=args.data, model_source=args.weights)
+    model_classes(model.nc, names, data.get("category_ids"), names_source=args.data,
+                  model_source=args.weights)
     size_changing = "--augment" if args.augment else "--task study" if args.task == "study" else None
     size = input_size(args.img_size, trained=model.img_size, stride=model.stride, fixed_hw=model.fixed_hw,
                       model_source=Path(args.weights).name, size_changing=size_changing)
     img_size, rect = size.img_size, args.rect and size.allows_rect
     check_model_memory(model, args.weights, batch=args.batch_size, img_size=img_size, device=device)
-    coco_json = data.get("valid_json")
-    if coco_json is not None and category_ids is None:
-        raise ConfigError(f"{args.data}: valid_json= needs category_ids= (class index -> COCO category id)")
 
     def make_loader(size: int) -> torch.utils.data.DataLoader:
         return validation_loader(data["valid"], size, args.batch_size, len(names), rect, args.workers,
                                  pin_memory=device.type == "cuda")
 
-    options = EvalOptions(conf_thres=args.conf_thres, iou_thres=args.iou_thres, plots=args.plots,
-                          save_json=args.save_json, per_class=args.per_class, coco_json=coco_json,
-                          category_ids=classes.category_ids, augment=args.augment, nms=args.nms,
-                          classes=class_indices(args.classes, names, args.data) if args.classes else None)
+    options = scoring_options(data, args.data, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                              plots=args.plots, save_json=args.save_json, per_class=args.per_class,
+                              augment=args.augment, nms=args.nms,
+                              classes=class_indices(args.classes, names, args.data) if args.classes else None)
     if args.task == "speed":
         return run_speed_task(model, make_loader(img_size), device, options)
     save_dir = make_run_dir(args.project, args.name, exist_ok=args.exist_ok)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
 
 LOGGER = logging.getLogger("bench_data")
@@ -30,7 +30,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "coco
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Benchmark the data pipeline (samples/s).")
+    parser = ArgumentParser(description="Benchmark the data pipeline (samples/s).")
     parser.add_argument("--path", default=str(REFERENCE), help="dataset root with images/ and labels/")
     parser.add_argument("--img-size", type=int, default=416)
     parser.add_argument("--batch-size", type=int, default=16)

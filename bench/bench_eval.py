@@ -19,13 +19,13 @@ import time
 import numpy as np
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 
 logger = logging.getLogger("bench_eval")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--dets", type=int, default=100, help="detections per image")
     p.add_argument("--classes", type=int, default=80)

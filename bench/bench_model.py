@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.torch_utils import select_device, time_sync
 from modules.model import DarkNet
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cfgs", nargs="+", default=["cfg/yolov3-spp.cfg", "cfg/yolov3-tiny.cfg"])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from modules import export_utils
 from modules.model import DarkNet
 
@@ -36,8 +36,7 @@ REFERENCE = REPO.parent / "shared" / "reference"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--source", default=str(REFERENCE / "coco128" / "images"), help="folder of images")
     parser.add_argument("--tiny-weights", default=str(REFERENCE / "weights" / "yolov3-tiny.weights"))
     parser.add_argument("--models", nargs="+", default=["yolov3-tiny", "yolov3-spp"],

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.errors import UserError
 from build_utils.hyp import load_hyp
@@ -40,7 +40,7 @@ PHASES = ("data", "forward", "loss", "backward", "optimizer")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cfgs", nargs="+", default=["cfg/yolov3-spp.cfg", "cfg/yolov3-tiny.cfg"])

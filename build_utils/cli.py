@@ -7,6 +7,7 @@ least 1); each raises `UserError` naming the flag, its value and an accepted val
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import logging
 import signal
@@ -14,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from build_utils.atomic import disk_full_cause
 from build_utils.errors import DiskFullError, UserError
@@ -51,6 +52,29 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """`--help` of every entry script: the docstring as written, and each option's default."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every script's parser: `--help` through `HelpFormatter`, and a mistake on the command line is one
+    line, `error: ...` (exit 2), not the usage block; an unknown flag names the closest valid one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def closest_flag(self, given: str) -> str | None:
+        """The valid option string nearest to `given` (`--img-sze` -> `--img-size`), or None."""
+        flags = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+        found = difflib.get_close_matches(given.split("=", 1)[0], flags, n=1, cutoff=0.6)
+        return found[0] if found else None
+
+    def error(self, message: str) -> NoReturn:
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            unknown = [t for t in message.split(":", 1)[1].split() if t.startswith("-")]
+            close = [(t, self.closest_flag(t)) for t in unknown]
+            hint = "".join(f"; {t}: did you mean {c}?" for t, c in close if c)
+        self.exit(2, f"error: {message}{hint} (python {self.prog} --help lists every option)\n")
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -256,17 +256,36 @@ class LoadImagesAndLabels(Dataset):
     collate_fn = staticmethod(collate_fn)
 
 
+# Images per rect shape in evaluation, whatever the batch size: each image is letterboxed to the same shape
+# in training-time evaluation (batch 2 x train batch), validation.py and benchmark.py (their --batch-size), so
+# the same weights score the same mAP in every tool.
+EVAL_SHAPE_GROUP = 32
+
+
+def batches_within_groups(n: int, batch_size: int, group: int) -> list[list[int]]:
+    """Indices 0..n-1 in order, in batches of at most `batch_size` that never cross a `group` boundary (a
+    rect batch must share one shape); batches larger than `group` are cut to it."""
+    out = []
+    for start in range(0, n, group):
+        stop = min(start + group, n)
+        out += [list(range(i, min(i + batch_size, stop))) for i in range(start, stop, batch_size)]
+    return out
+
+
 def validation_loader(path: str | Path, img_size: int, batch_size: int, nc: int, rect: bool = True,
                       workers: int = 0, pin_memory: bool = False, *, stride: int = 32,
                       single_cls: bool = False, strict: bool = False, cache_images: bool = False,
                       persistent_workers: bool = False) -> torch.utils.data.DataLoader:
     """The one evaluation loader (validation.py, benchmark.py and training-time evaluation): in order, rect
-    batches padded by half a stride (or square `img_size` inputs without `rect`, e.g. for a fixed-size
-    export), so the same weights score the same mAP in every tool. Training keeps its workers alive
-    between evaluations (`persistent_workers`)."""
-    dataset = LoadImagesAndLabels(path, img_size, batch_size, rect=rect, nc=nc, pad=0.5 if rect else 0.0,
+    shapes of `EVAL_SHAPE_GROUP` images padded by half a stride (or square `img_size` inputs without `rect`,
+    e.g. for a fixed-size export), batches of `batch_size` within them, so the same weights score the same
+    mAP in every tool and at every batch size. Training keeps its workers alive between evaluations
+    (`persistent_workers`)."""
+    group = EVAL_SHAPE_GROUP if rect else batch_size
+    dataset = LoadImagesAndLabels(path, img_size, group, rect=rect, nc=nc, pad=0.5 if rect else 0.0,
                                   stride=stride, single_cls=single_cls, strict=strict,
                                   cache_images=cache_images)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+    batches = batches_within_groups(len(dataset), batch_size, group if rect else max(len(dataset), 1))
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                                        collate_fn=collate_fn, pin_memory=pin_memory,
                                        persistent_workers=persistent_workers and workers > 0)

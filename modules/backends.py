@@ -6,10 +6,11 @@ input pixels, objectness, class probabilities. So letterboxing, NMS, metrics and
 `evaluate` and the predictor call a backend exactly as they call a `DarkNet` (they read the input dtype
 through `input_dtype(model)`, and `eval()`/`train()`/`training` exist and do nothing).
 
-Exports describe themselves (`export_metadata`): class names, strides, the training image size, nc and
-the cfg travel in ONNX `metadata_props` and TorchScript `_extra_files`, so neither needs `--cfg` or
-`--names`. A graph exported with a fixed input size (ONNX without `--dynamic`) reports `fixed_hw`; the
-callers letterbox to it, and a fixed batch size is served in chunks here.
+Exports describe themselves (`export_metadata`): class names, COCO category ids, strides, the training
+image size, nc and the cfg travel in ONNX `metadata_props` and TorchScript `_extra_files`, so neither
+needs `--cfg` or `--names`, and predict/validation write the same predictions.json as from the `.pt`.
+A graph exported with a fixed input size (ONNX without `--dynamic`) reports `fixed_hw`; the callers
+letterbox to it, and a fixed batch size is served in chunks here.
 """
 
 from __future__ import annotations
@@ -46,13 +47,18 @@ class ModelInfo:
     strides: list[int]
     img_size: int | None = None  # the training image size when known
     cfg_name: str | None = None
+    category_ids: list[int] | None = None  # COCO id of each class, when the weights record them
 
 
 def export_metadata(model: DarkNet, names: list[str], img_size: int, export_size: int,
                     dynamic: bool) -> dict[str, str]:
-    """String key/value pairs an export carries (ONNX metadata_props, TorchScript extra file)."""
+    """String key/value pairs an export carries (ONNX metadata_props, TorchScript extra file): everything
+    of the `.pt` that changes what predict/validation write, so an export gives the `.pt`'s answers.
+    `category_ids` is the model's (`load_model` reads it from the `.pt`), JSON `null` when unknown."""
+    ids = getattr(model, "category_ids", None)
     return {
         "format": METADATA_FORMAT, "names": json.dumps(list(names)), "nc": str(model.nc),
+        "category_ids": json.dumps([int(i) for i in ids] if ids is not None else None),
         "strides": json.dumps([m.stride for m in model.yolo_modules()]), "img_size": str(img_size),
         "export_img_size": str(export_size), "dynamic": json.dumps(bool(dynamic)),
         "cfg_name": model.cfg_name, "cfg_text": model.cfg_text,
@@ -65,8 +71,10 @@ def info_from_metadata(meta: dict[str, str], path: Path) -> ModelInfo:
         raise WeightsError(f"{path}: no model metadata (class names, strides) inside; export it again with "
                            "this project's export.py (python export.py --weights best.pt --format "
                            f"{path.suffix.lstrip('.')})")
+    ids = json.loads(meta.get("category_ids", "null"))  # absent in exports written before category ids
     return ModelInfo(names=json.loads(meta["names"]), nc=int(meta["nc"]), strides=json.loads(meta["strides"]),
-                     img_size=int(meta["img_size"]), cfg_name=meta.get("cfg_name"))
+                     img_size=int(meta["img_size"]), cfg_name=meta.get("cfg_name"),
+                     category_ids=[int(i) for i in ids] if ids is not None else None)
 
 
 def input_dtype(model: Any) -> torch.dtype:
@@ -80,7 +88,6 @@ class Backend:
 
     kind = "?"
     training = False
-    category_ids: list[int] | None = None  # COCO id of each class, when the weights record them
 
     def __init__(self, path: Path, info: ModelInfo, device: torch.device, fp16: bool = False,
                  fixed_hw: tuple[int, int] | None = None) -> None:
@@ -90,6 +97,7 @@ class Backend:
     nc = property(lambda self: self.info.nc)
     strides = property(lambda self: self.info.strides)
     img_size = property(lambda self: self.info.img_size)
+    category_ids = property(lambda self: self.info.category_ids)  # COCO id of each class, or None
     stride = property(lambda self: max(self.info.strides))  # inputs must be multiples of it
     max_stride = stride
     dynamic = property(lambda self: self.fixed_hw is None)
@@ -129,8 +137,9 @@ class TorchBackend(Backend):
     def __init__(self, model: DarkNet, path: Path, names: list[str] | None, device: torch.device,
                  half: bool = False, channels_last: bool = False, img_size: int | None = None) -> None:
         strides = [m.stride for m in model.yolo_modules()]
-        super().__init__(path, ModelInfo(names, model.nc, strides, img_size, model.cfg_name), device, half)
-        self.category_ids = getattr(model, "category_ids", None)
+        ids = getattr(model, "category_ids", None)
+        info = ModelInfo(names, model.nc, strides, img_size, model.cfg_name, ids)
+        super().__init__(path, info, device, half)
         self.dtype = getattr(torch, half_dtype_name(device)) if half else torch.float32
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(dtype=self.dtype, memory_format=self.memory_format)

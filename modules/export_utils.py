@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,24 @@ from modules.weights import load_darknet_weights, save_darknet_weights
 logger = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+# (module, message start) of TracerWarnings known to be harmless, each with the reason. Only these are
+# silenced during an export; any other TracerWarning still reaches the user, and every export is checked
+# against PyTorch at two sizes anyway.
+BENIGN_TRACER_WARNINGS = (
+    # DarknetMaxPool decides at trace time whether its right/bottom pad reaches a window; the answer is
+    # the same for every multiple of 32 (modules/layers.py), so freezing it is exact
+    ("modules.layers", "Converting a tensor to a Python integer"),
+)
+
+
+@contextmanager
+def benign_tracer_warnings_silenced() -> Iterator[None]:
+    """Trace with exactly the `BENIGN_TRACER_WARNINGS` ignored (module and message both must match)."""
+    with warnings.catch_warnings():
+        for module, message in BENIGN_TRACER_WARNINGS:
+            warnings.filterwarnings("ignore", message=re.escape(message), category=torch.jit.TracerWarning,
+                                    module=re.escape(module) + "$")
+        yield
 
 
 class PredictionOnly(nn.Module):
@@ -60,7 +81,7 @@ def export_torchscript(model: DarkNet, x: torch.Tensor, path: Path,
     the extra file `meta.json`. The trace records the shape arithmetic (views, grids), so it runs at
     any batch and any multiple of the stride; `DarknetMaxPool`'s pad test is fixed at trace time,
     which is safe because it has the same answer for every multiple of 32 (see its docstring)."""
-    with torch.no_grad():
+    with torch.no_grad(), benign_tracer_warnings_silenced():
         traced = torch.jit.trace(PredictionOnly(model).eval(), x, check_trace=False)
     extra = {TORCHSCRIPT_META: json.dumps(metadata)} if metadata else {}
     traced.save(str(path), _extra_files=extra)
@@ -77,7 +98,7 @@ def export_onnx(model: DarkNet, x: torch.Tensor, path: Path, dynamic: bool = Fal
     axes = None
     if dynamic:  # (bs, 3, H, W) -> (bs, N, 5+nc) with N = na * sum(ny * nx) over the heads
         axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 1: "anchors"}}
-    with torch.no_grad():
+    with torch.no_grad(), benign_tracer_warnings_silenced():
         torch.onnx.export(PredictionOnly(model).eval(), (x,), str(path), opset_version=ONNX_OPSET,
                           input_names=["images"], output_names=["output"], dynamic_axes=axes, dynamo=False)
     proto = onnx.load(str(path))

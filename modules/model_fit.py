@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from build_utils.errors import ConfigError, UserError
-from build_utils.parse_config import load_class_names
+from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.project_files import PROJECT_ROOT
 from modules.loading import default_img_size
 
@@ -58,6 +59,15 @@ def check_class_filter(classes: list[int] | None, nc: int, model_source: str) ->
     if bad:
         raise UserError(f"--classes {' '.join(map(str, bad))}: the model ({model_source}) has {nc} classes, "
                         f"indices 0 to {nc - 1}; pass indices in that range (see its class names)")
+
+
+def read_names(path: str | Path) -> tuple[list[str], list[int] | None]:
+    """`--names`: a `.names` file, or a `.data` / dataset YAML (its class names and category_ids, if any)."""
+    if Path(path).suffix.lower() in (".data", ".yaml", ".yml"):
+        data = parse_data_cfg(path)
+        ids = data.get("category_ids")
+        return list(data["class_names"]), ids if isinstance(ids, list) else None
+    return load_class_names(path), None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -106,6 +106,10 @@ def test_coco_round_trip_and_make_data(tmp_path: Path) -> None:
     np.testing.assert_allclose(_rows(out / "val/labels/000000000001.txt"),
                                [[2, 0.35, 0.35, 0.5, 0.5], [0, 0.875, 0.75, 0.25, 0.5]])  # crowd skipped
     assert _rows(out / "val/labels/000000000002.txt").shape == (0, 5)
+    from_yaml = parse_data_cfg(out / "dataset.yaml")  # coco2yolo's own dataset YAML names the COCO JSON
+    assert from_yaml["valid_json"] == str((out / "val_instances.json").resolve())
+    assert from_yaml["category_ids"] == [1, 5, 90] and from_yaml["class_names"][2] == "toothbrush"
+    assert from_yaml["valid"] == str((out / "val" / "images").resolve())
     data_path = _run("make_data", "--root", str(out), "--base-cfg", str(REPO / "cfg/yolov3-tiny.cfg"))
     data = parse_data_cfg(data_path)
     assert data["classes"] == 3 and data["class_names"] == ["person", "plane", "toothbrush"]

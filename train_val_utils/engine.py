@@ -42,8 +42,9 @@ from train_val_utils.evaluation.coco_eval import (
     evaluate_coco,
     image_ids_from_json,
 )
+from train_val_utils.evaluation.ground_truth import ground_truth_for
 from train_val_utils.evaluation.metrics import ConfusionMatrix, ap_per_class, match_predictions
-from train_val_utils.evaluation.nms import NMS_MODES, non_max_suppression
+from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, non_max_suppression, resolve_nms
 from train_val_utils.evaluation.reporting import (
     LOSS_KEYS,
     epoch_bar_text,
@@ -238,8 +239,8 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
             on_step(i, snapshot)
         if (i + 1) % schedule.sync_every == 0 or i + 1 == nb:
             means = meter.sync(dist_info, epoch)
-            bar.set_description(epoch_bar_text(epoch, epochs, means.tolist(), int(targets.shape[0]),
-                                               int(imgs.shape[-1]), device))
+            bar.set_description(epoch_bar_text(epoch, epochs, means.tolist(), n_targets, int(imgs.shape[-1]),
+                                               device))
         if on_batch is not None and ni < 3:
             on_batch(ni, imgs, targets, paths)
     means = meter.sync(dist_info, epoch) if meter.count else torch.zeros(4)
@@ -254,7 +255,8 @@ class EvalOptions:
 
     `coco_json` + `category_ids` score against the original COCO annotations; otherwise against the
     YOLO labels (the ground truth built from them is cached under `cache_dir`). `augment` runs the
-    test-time-augmented forward (`tta.py`); `nms` is `plain` or `merge` (merge-NMS, `nms.merge_boxes`).
+    test-time-augmented forward (`tta.py`); `nms` is `plain`, `merge` (merge-NMS, `nms.merge_boxes`) or
+    `auto` (merge with `augment`, else plain), resolved at construction: `options.nms` is what runs.
     """
 
     conf_thres: float = EVAL_CONF_THRES
@@ -266,12 +268,23 @@ class EvalOptions:
     category_ids: list[int] | None = None
     cache_dir: str | Path | None = None
     augment: bool = False
-    nms: str = "plain"
+    nms: str = NMS_AUTO
     classes: tuple[int, ...] | None = None  # score only these class indices (validation.py --classes)
 
     def __post_init__(self) -> None:
-        if self.nms not in NMS_MODES:
-            raise UserError(f"nms={self.nms!r}: expected one of {', '.join(NMS_MODES)}")
+        if self.nms not in NMS_CHOICES:
+            raise UserError(f"nms={self.nms!r}: expected one of {', '.join(NMS_CHOICES)}")
+        object.__setattr__(self, "nms", resolve_nms(self.nms, self.augment))  # frozen: set once, here
+
+
+def scoring_options(data: dict[str, Any], data_source: str | Path, *, single_cls: bool = False,
+                    **options: Any) -> EvalOptions:
+    """`EvalOptions` scoring against the split's one ground truth (`ground_truth_for`: the COCO JSON the
+    data names, else the labels). Training, validation.py and benchmark.py build their options here, so
+    one model on one split gets one mAP in every tool."""
+    truth = ground_truth_for(data, data_source, single_cls=single_cls)
+    logger.debug("scoring against %s", truth.describe())
+    return EvalOptions(coco_json=truth.coco_json, category_ids=truth.category_ids, **options)
 
 
 def _ground_truth_source(dataset: Any, options: EvalOptions) -> tuple[Any, list[int]]:

@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ from modules.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from modules.loading import load_model
+from modules.loading import as_deployed, load_model
 from modules.memory_estimate import check_cfg_memory
 from modules.model import DarkNet
-from train_val_utils.engine import EvalOptions, StepSchedule, TrainKit, evaluate, train_one_epoch
+from train_val_utils.engine import StepSchedule, TrainKit, evaluate, scoring_options, train_one_epoch
+from train_val_utils.evaluation.reporting import eta_text
 from train_val_utils.loss import YoloLoss
 from train_val_utils.training.distributed_utils import DistInfo, barrier, broadcast_object, pin_cpu_threads
 from train_val_utils.training.elastic import mark_run_folder
@@ -154,6 +156,8 @@ class Trainer:
         self.names = ["object"] if self.run.single_cls else list(data["class_names"])
         ids = data.get("category_ids")
         self.category_ids = None if self.run.single_cls or not isinstance(ids, list) else ids
+        # the split's one ground truth (COCO JSON or labels), as validation.py and benchmark.py score it
+        self.eval_options = scoring_options(data, self.run.data, single_cls=self.run.single_cls)
 
     def _build_model(self, ckpt: dict[str, Any] | None) -> torch.nn.Module:
         """A resumed run is built from the cfg text in its checkpoint (resume checked the file agrees)."""
@@ -262,12 +266,16 @@ class Trainer:
     # ---- the run --------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         last_epoch = self.start_epoch if self.finalize_only else self.run.epochs  # finalize_only: train none
+        started = time.time()
         try:
             for epoch in range(self.start_epoch, last_epoch):
                 losses, seconds = self.train_epoch(epoch)
                 self.epochs_run += 1
                 if self.after_epoch(epoch, losses, seconds):
                     break
+                if self.dist.is_main and epoch + 1 < last_epoch:  # the run's pace so far, evaluation included
+                    left = last_epoch - epoch - 1
+                    logger.info("%s", eta_text(time.time() - started, self.epochs_run, left))
             barrier(self.dist)
             return self.finalize()
         finally:
@@ -343,12 +351,18 @@ class Trainer:
         self.log.add_histogram("bn_scales", scales, epoch)
 
     def _evaluate(self, epoch: int, plots: bool) -> dict[str, Any]:
-        model = self.ema.ema if self.ema is not None else unwrap_model(self.model)
-        metrics = evaluate(model, self.val_loader, self.names, self.device, EvalOptions(plots=plots),
-                           save_dir=self.save_dir, plotter=self.plots)
+        """Score what best.pt would hold (`as_deployed`: the EMA rounded to float16, fused), so the log,
+        validation.py and benchmark.py print one mAP for one best.pt."""
+        metrics = self._score(as_deployed(self.ema.ema if self.ema is not None else unwrap_model(self.model)),
+                              plots)
         if plots:
             self.final_eval = (epoch, metrics)
         return metrics
+
+    def _score(self, model: torch.nn.Module, plots: bool) -> dict[str, Any]:
+        options = replace(self.eval_options, plots=plots)
+        return evaluate(model, self.val_loader, self.names, self.device, options, save_dir=self.save_dir,
+                        plotter=self.plots)
 
     def _save(self, epoch: int, fit: float, improved: bool, stop: bool) -> None:
         """best.pt if improved, then last.pt, then the epoch's row in results.csv/txt and TensorBoard.
@@ -364,8 +378,10 @@ class Trainer:
         self._save_file(ckpt, self.wdir / "last.pt")
         self.last_ckpt, self.saved_epoch = ckpt, epoch  # the state tensors are shared, not copied
         self.log.write_row()
-        logger.info("epoch %d/%d saved to %s (fitness %.4f, best %.4f)", epoch, self.run.epochs - 1,
-                    self.wdir / "last.pt", fit, self.best_fitness)
+        scored = f"fitness {fit:.4f}" if fit == fit else "not evaluated (--notest)"  # NaN: skipped
+        best = f"best {self.best_fitness:.4f}" if self.best_fitness >= 0 else "no evaluation yet"
+        logger.info("epoch %d/%d saved to %s (%s, %s)", epoch, self.run.epochs - 1, self.wdir / "last.pt",
+                    scored, best)
 
     def checkpoint(self, epoch: int, stop: bool = False) -> dict[str, Any]:
         """last.pt's dict after `epoch` finished (rank 0; mid-epoch saves add `mid_epoch` to it)."""
@@ -405,14 +421,12 @@ class Trainer:
         if self.final_eval is not None and self.final_eval[0] == final_epoch:
             metrics, how = self.final_eval[1], f"epoch {final_epoch}'s evaluation"
         else:
-            model, _ = load_model(final, device=self.device)
-            metrics = evaluate(model, self.val_loader, self.names, self.device, EvalOptions(plots=True),
-                               save_dir=self.save_dir, plotter=self.plots)
+            metrics = self._score(load_model(final, device=self.device, fuse=True)[0], plots=True)
             how = "evaluated now"
         self.plots.close()
         self.log.close()
         if self.last_ckpt is not None:  # --resume now refuses this run as finished
             self._save_file(mark_finished(self.last_ckpt), self.wdir / "last.pt")
-        logger.info("final evaluation of %s (%s): P %.3f R %.3f mAP@0.5 %.3f mAP@0.5:0.95 %.3f", final, how,
+        logger.info("final evaluation of %s (%s): P %.4f R %.4f mAP@0.5 %.4f mAP@0.5:0.95 %.4f", final, how,
                     metrics["precision"], metrics["recall"], metrics["map50"], metrics["map"])
         return {**metrics, "weights": str(final), "save_dir": str(self.save_dir)}

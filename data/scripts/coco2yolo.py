@@ -5,9 +5,12 @@
         --val-json annotations/instances_val2017.json --val-images val2017
 
 Writes OUT/{train,val}/{images,labels}/, OUT/classes.names, OUT/category_ids.json (element i = COCO
-category id of class i) and OUT/val_instances.json (a copy of the val JSON) so that make_data.py
-can point evaluation at the original annotations (with --classes, a copy holding only the kept
-categories and images). Crowd boxes are skipped. Class names are COCO's own spelling (`motorcycle`,
+category id of class i), OUT/val_instances.json (a copy of the val JSON; with --classes, a copy holding
+only the kept categories and images) and OUT/dataset.yaml, a dataset YAML naming all of them
+(`valid_json: val_instances.json`), so `--data OUT/dataset.yaml` scores against the original COCO
+annotations in training, validation.py and benchmark.py (make_data.py writes the same into a .data).
+Crowd boxes are skipped in the labels (the COCO JSON keeps them as regions no detection is blamed for),
+and boxes are clipped to the image. Class names are COCO's own spelling (`motorcycle`,
 `couch`, `tv`, ...), the spelling data/coco.names uses too.
 """
 
@@ -20,10 +23,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.coco2yolo`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from build_utils.cli import HelpFormatter, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.errors import UserError
 from data.scripts.dataset_convert import convert_coco
 
@@ -31,8 +36,8 @@ LOGGER = logging.getLogger("coco2yolo")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        formatter_class=HelpFormatter, description="COCO instances JSON to YOLO txt labels.")
+    parser = ArgumentParser(
+        description="COCO instances JSON to YOLO txt labels.")
     parser.add_argument("--out", required=True, help="output dataset folder")
     parser.add_argument("--train-json", help="instances JSON of the training split")
     parser.add_argument("--train-images", help="image folder of the training split")
@@ -71,7 +76,23 @@ def main(args: argparse.Namespace) -> None:
                 shutil.copyfile(js, out / "val_instances.json")
     (out / "classes.names").write_text("".join(n + "\n" for n in names))
     (out / "category_ids.json").write_text(json.dumps(cat_ids))
-    LOGGER.info("wrote %s (%d classes), %s", out / "classes.names", len(names), out / "category_ids.json")
+    dataset_yaml = write_dataset_yaml(out, [s for s, _, _ in splits], names, cat_ids)
+    LOGGER.info("wrote %s (%d classes), %s and %s", out / "classes.names", len(names),
+                out / "category_ids.json", dataset_yaml)
+
+
+def write_dataset_yaml(out: Path, splits: list[str], names: list[str], cat_ids: list[int]) -> Path:
+    """OUT/dataset.yaml: the splits, names, category ids and the val split's COCO JSON (`valid_json`)."""
+    val = "val" if "val" in splits else "train"  # without a val split the train images are scored
+    train = "train" if "train" in splits else splits[0]
+    doc = {"path": ".", "train": f"{train}/images",
+           "val": f"{val}/images", "nc": len(names), "names": list(names), "category_ids": list(cat_ids)}
+    if (out / "val_instances.json").is_file() and val == "val":
+        doc["valid_json"] = "val_instances.json"
+    path = out / "dataset.yaml"
+    path.write_text("# written by data/scripts/coco2yolo.py: scored against valid_json when it is named\n"
+                    + yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 if __name__ == "__main__":

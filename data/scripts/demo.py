@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.cli import HelpFormatter, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import parse_data_cfg
 
@@ -30,8 +30,8 @@ MAP50_TARGET = 0.80
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        formatter_class=HelpFormatter, description="Make the shapes dataset, train, evaluate and predict.")
+    p = ArgumentParser(
+        description="Make the shapes dataset, train, evaluate and predict.")
     p.add_argument("--data-dir", default="data/shapes", help="shapes dataset folder (made when absent)")
     p.add_argument("--n-train", type=int, default=800, help="training images when the dataset is made")
     p.add_argument("--n-val", type=int, default=200, help="held-out validation images when made")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from build_utils.cli import HelpFormatter
+from build_utils.cli import ArgumentParser
 from build_utils.errors import ConfigError
 from modules.model import DarkNet
 
@@ -239,8 +239,7 @@ def summary_table(results: list[tuple[Mutant, str, str]]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the mutations")
     parser.add_argument("--n", type=int, default=200, help="number of mutants")
     parser.add_argument("--cfg", type=Path, nargs="+", default=list(DEFAULT_CFGS),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from build_utils.cfg_edit import mask_problems, partition_masks, rewrite_cfg_classes
-from build_utils.cli import HelpFormatter, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import ConfigError, DatasetError, UserError
 from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text, read_cfg_text
@@ -87,8 +87,8 @@ def label_wh_pixels(labels: list[np.ndarray], shapes_hw: np.ndarray, img_size: i
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        formatter_class=HelpFormatter, description="k-means anchors for a dataset (optionally into a cfg).")
+    parser = ArgumentParser(
+        description="k-means anchors for a dataset (optionally into a cfg).")
     parser.add_argument("--data", help=".data file (its train= images are used)")
     parser.add_argument("--path", help="images instead of --data: a folder, .txt list or glob")
     parser.add_argument("--img-size", type=int, default=416, help="network input size")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from build_utils.cfg_edit import mask_problems, rewrite_cfg_classes
-from build_utils.cli import HelpFormatter, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.errors import ConfigError, UserError
 from build_utils.parse_config import parse_model_cfg_text, read_cfg_text
 
@@ -34,8 +34,7 @@ def parse_anchors(text: str) -> list[tuple[int, int]]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(formatter_class=HelpFormatter,
-        description=__doc__
+    parser = ArgumentParser(description=__doc__
     )
     parser.add_argument("--base", type=Path, default=Path("cfg/yolov3-spp.cfg"), help="cfg to start from")
     parser.add_argument("--classes", type=int, required=True, help="number of classes of your dataset")

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.cli import HelpFormatter, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.data_yaml import is_data_yaml
 from build_utils.dataset.img_list import list_image_files
 from build_utils.errors import UserError
@@ -33,8 +33,8 @@ LOGGER = logging.getLogger("make_data")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        formatter_class=HelpFormatter, description="Write lists, .data and a cfg for a YOLO-layout dataset.")
+    parser = ArgumentParser(
+        description="Write lists, .data and a cfg for a YOLO-layout dataset.")
     parser.add_argument("--root", required=True,
                         help="dataset folder with train/images + val/images, or images/train + images/val")
     parser.add_argument("--names", help="class names file or dataset YAML; None = the only *.names in --root")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.make_shapes`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
-from build_utils.cli import HelpFormatter, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, run_cli, setup_logging
 from build_utils.errors import UserError
 from data.scripts.shapes_dataset import SHAPE_NAMES, ShapesConfig, make_shapes_image
 
@@ -28,8 +28,8 @@ LOGGER = logging.getLogger("make_shapes")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        formatter_class=HelpFormatter, description="Generate the synthetic shapes detection dataset.")
+    parser = ArgumentParser(
+        description="Generate the synthetic shapes detection dataset.")
     parser.add_argument("--out", default="data/shapes", help="output folder")
     parser.add_argument("--n-train", type=int, default=1000, help="training images")
     parser.add_argument("--n-val", type=int, default=200, help="validation images")

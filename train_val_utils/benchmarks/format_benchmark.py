@@ -1,8 +1,9 @@
 """Export one model to every format and score each on the same validation data: one comparable table.
 
-Formats: PyTorch as loaded, PyTorch fused + channels_last, TorchScript, ONNX Runtime float32 and
-ONNX Runtime int8 (static QDQ quantization calibrated on train-split images, `modules/quantize.py`).
-Every row goes through `evaluate` with the same loader (rect batches; the exports are dynamic so
+Formats: PyTorch as validation.py runs it (batch norm fused), PyTorch fused + channels_last, TorchScript,
+ONNX Runtime float32 and ONNX Runtime int8 (static QDQ quantization calibrated on train-split images,
+`modules/quantize.py`). Every row goes through `evaluate` with the same loader and the same ground truth
+as training and validation.py (`engine.scoring_options`; rect batches, and the exports are dynamic so
 they take the same shapes), so mAP and the pre/forward/NMS split are measured the same way. A format
 that fails keeps its row with the reason and the run goes on.
 """
@@ -29,7 +30,7 @@ from modules.backends import Backend, export_metadata, load_backend
 from modules.loading import default_img_size, load_model
 from modules.model_fit import model_classes
 from modules.quantize import calibration_images, quantize_int8
-from train_val_utils.engine import EvalOptions, evaluate
+from train_val_utils.engine import EvalOptions, evaluate, scoring_options
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 
 logger = logging.getLogger(__name__)
@@ -122,10 +123,10 @@ class _Formats:
 
     def build(self, fmt: str) -> Backend:
         opts, stem = self.opts, self.out_dir / Path(self.opts.weights).stem
-        if fmt.startswith("PyTorch"):
-            fused = fmt != "PyTorch"
+        if fmt.startswith("PyTorch"):  # fused like validation.py, so its row prints validation.py's mAP
             self.files[fmt] = Path(opts.weights)
-            return load_backend(opts.weights, opts.cfg, self.device, fuse=fused, channels_last=fused)
+            channels_last = fmt != "PyTorch"
+            return load_backend(opts.weights, opts.cfg, self.device, fuse=True, channels_last=channels_last)
         if fmt == "TorchScript":
             model, x, meta = self._fused()
             path = stem.with_suffix(".torchscript")
@@ -144,7 +145,7 @@ class _Formats:
         return load_backend(self.files[fmt], device=self.device)
 
 
-def _score(backend: Backend, loader: object, names: list[str], opts: BenchmarkOptions,
+def _score(backend: Backend, loader: object, names: list[str], opts: BenchmarkOptions, options: EvalOptions,
            device: torch.device) -> dict:
     """One warm-up forward (kernel selection, memory planning), then `evaluate` without its table."""
     with torch.inference_mode():
@@ -153,7 +154,6 @@ def _score(backend: Backend, loader: object, names: list[str], opts: BenchmarkOp
     level = engine_log.level
     engine_log.setLevel(logging.WARNING)
     try:
-        options = EvalOptions(conf_thres=opts.conf_thres, iou_thres=opts.iou_thres)
         return evaluate(backend, loader, names, device, options)
     finally:
         engine_log.setLevel(level)
@@ -189,13 +189,15 @@ def run_benchmark(opts: BenchmarkOptions) -> tuple[list[FormatRow], Path]:
     opts = dataclasses.replace(opts, img_size=default_img_size(opts.img_size, model.train_img_size))
     model_classes(nc, names, data.get("category_ids"), names_source=str(opts.data),
                   model_source=str(opts.weights))
+    # the split's one ground truth (COCO JSON or labels), as training and validation.py score it
+    options = scoring_options(data, opts.data, conf_thres=opts.conf_thres, iou_thres=opts.iou_thres)
     save_dir = make_run_dir(opts.project, opts.name)
     loader = validation_loader(data["valid"], opts.img_size, opts.batch_size, len(names), True, opts.workers)
     formats = _Formats(opts, names, save_dir, device)
     rows = []
     for fmt in FORMATS:
         logger.info("benchmark: %s", fmt)
-        rows.append(run_format(fmt, formats.build, lambda b: _score(b, loader, names, opts, device),
+        rows.append(run_format(fmt, formats.build, lambda b: _score(b, loader, names, opts, options, device),
                                formats.files.get))
     table = markdown_table(rows)
     write_csv(rows, save_dir / "results.csv")

@@ -4,6 +4,7 @@
 - `tta.py`: the flipped and scaled views of test-time augmentation, merged before NMS.
 - `metrics.py`: per-class AP, P, R, F1, the confusion matrix, fitness.
 - `coco_eval.py`: COCO JSON ground truth and results, pycocotools (or faster-coco-eval).
+- `ground_truth.py`: `ground_truth_for`: the COCO JSON a split's data names, else its labels.
 - `reporting.py`: the console table, speed line, metrics.json and record_mAP.txt.
 - `plots.py`: PR/F1 curves, confusion matrix, labelled batch images.
 

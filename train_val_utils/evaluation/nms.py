@@ -31,6 +31,21 @@ MAX_NMS = 30000
 # `--nms` modes: `plain` keeps the surviving boxes as they are; `merge` replaces each kept box by the
 # score x IoU-weighted mean of the boxes it suppressed (itself included).
 NMS_MODES = ("plain", "merge")
+# `--nms auto` (the default): merge with TTA, plain without. TTA's views add near-duplicate boxes that
+# plain NMS throws away; merging averages them, which is where TTA's gain comes from (BENCHMARKS.md).
+NMS_AUTO = "auto"
+NMS_CHOICES = (NMS_AUTO, *NMS_MODES)
+NMS_HELP = ("auto: plain NMS, or merge with --augment (TTA needs merge to pay off); plain: greedy NMS; "
+            "merge: each kept box becomes the score x IoU-weighted mean of the boxes it suppressed")
+
+
+def resolve_nms(nms: str, augment: bool) -> str:
+    """The NMS mode that runs: `auto` is merge with TTA (`augment`), else plain; an explicit mode stays."""
+    if nms not in NMS_CHOICES:
+        raise ValueError(f"nms={nms!r}: expected one of {', '.join(NMS_CHOICES)}")
+    if nms == NMS_AUTO:
+        return "merge" if augment else "plain"
+    return nms
 
 
 def _greedy_numpy(b: np.ndarray, group: np.ndarray, iou_thres: float, max_keep: int | None) -> np.ndarray:

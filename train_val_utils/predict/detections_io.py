@@ -108,6 +108,7 @@ class ResultWriter:
         self.records: list[dict[str, Any]] = []
         self.saved: list[Path] = []  # images and videos written, in order
         self.write_s = 0.0  # seconds spent drawing and writing (writer thread)
+        self._frames_seen = 0  # video/stream frames written to the JSON so far (their image ids)
         self._videos: dict[Path, cv2.VideoWriter] = {}
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
@@ -133,7 +134,12 @@ class ResultWriter:
                 self._error = err
             self.write_s += time.perf_counter() - t0
 
-    def _image_id(self, frame: Any) -> int | str:
+    def _image_id(self, frame: Any, video: bool) -> int | str:
+        """A photo's numeric stem (COCO's file names) or its stem; a video or stream frame an integer: its
+        1-based position among the frames written (its frame number in the video goes in `frame`)."""
+        if video:
+            self._frames_seen += 1
+            return self._frames_seen
         stem = frame.path.stem
         return int(stem) if stem.isnumeric() else stem
 
@@ -147,7 +153,7 @@ class ResultWriter:
             lines = yolo_lines_from_xyxy(det, shape_hw)
             txt.write_text("".join(line + "\n" for line in lines))
         if self.save_json:
-            self.records += coco_records_from_xyxy(det, frame.rel.as_posix(), self._image_id(frame),
+            self.records += coco_records_from_xyxy(det, frame.rel.as_posix(), self._image_id(frame, video),
                                                    self.names, frame.frame if video else 0, self.category_ids)
         if not self.save_img:
             return

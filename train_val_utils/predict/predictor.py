@@ -24,7 +24,7 @@ from build_utils.geometry import scale_coords
 from build_utils.torch_utils import time_sync
 from modules.backends import Backend, input_dtype
 from modules.loading import DEFAULT_IMG_SIZE
-from train_val_utils.evaluation.nms import non_max_suppression
+from train_val_utils.evaluation.nms import NMS_AUTO, non_max_suppression, resolve_nms
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.evaluation.tta import tta_forward
 from train_val_utils.predict.detections_io import ResultWriter, summary_text
@@ -46,8 +46,11 @@ class PredictOptions:
     half: bool = False
     batch_size: int = 1
     augment: bool = False  # test-time augmentation (tta.py)
-    nms: str = "plain"  # plain or merge (merge-NMS)
+    nms: str = NMS_AUTO  # plain, merge (merge-NMS) or auto (merge with `augment`); resolved below
     fixed_hw: tuple[int, int] | None = None  # a static export's input (H, W): letterbox every frame to it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nms", resolve_nms(self.nms, self.augment))  # frozen: set once, here
 
 
 @dataclass

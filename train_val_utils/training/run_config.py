@@ -75,6 +75,7 @@ class RunConfig:
     save_period_steps: int
     save_period_min: float
     dist_timeout: float
+    evolve_keep_weights: bool
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RunConfig:

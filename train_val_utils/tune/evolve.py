@@ -230,9 +230,11 @@ class EvolveObjective:
 
 def run_evolve(run: RunConfig, base_hyp: dict[str, Any], space: list[SearchKey], evolve_dir: Path,
                dist_info: DistInfo, n_trials: int, storage: str | None = None, study_name: str | None = None,
-               sampler: str = "tpe", pruner: Any = None) -> Any:
-    """Run `n_trials` trials of the study (created or continued); returns the Optuna study."""
+               sampler: str = "tpe", pruner: Any = None, keep_weights: bool = False) -> Any:
+    """Run `n_trials` trials of the study (created or continued); returns the Optuna study. Unless
+    `keep_weights`, only the best trial keeps its weights (`trial_weights.py`)."""
     from train_val_utils.tune.evolve_report import write_outputs
+    from train_val_utils.tune.trial_weights import prune_trial_weights
 
     import_optuna()
     if dist_info.distributed:
@@ -249,7 +251,9 @@ def run_evolve(run: RunConfig, base_hyp: dict[str, Any], space: list[SearchKey],
     logger.info("evolve: study %r in %s (%d trials so far), %d more with the %s sampler; results in %s",
                 study.study_name, url, before, n_trials, sampler, evolve_dir)
     objective = EvolveObjective(run, base_hyp, space, evolve_dir, dist_info)
-    study.optimize(objective, n_trials=n_trials, catch=(),
-                   callbacks=[lambda s, _t: write_outputs(s, base_hyp, space, evolve_dir)])
+    callbacks = [lambda s, _t: write_outputs(s, base_hyp, space, evolve_dir)]
+    if not keep_weights:
+        callbacks.append(lambda s, _t: prune_trial_weights(s, evolve_dir))
+    study.optimize(objective, n_trials=n_trials, catch=(), callbacks=callbacks)
     write_outputs(study, base_hyp, space, evolve_dir)
     return study
