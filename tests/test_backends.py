@@ -65,7 +65,7 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> 
 def predictions(weights: Path, source: Path, project: Path) -> list[dict]:
     args = predict.get_args_parser().parse_args(
         ["--weights", str(weights), "--source", str(source), "--img-size", "416", "--device", "cpu",
-         "--save-json", "--nosave", "--project", str(project)])
+         "--save-json", "--nosave", "--no-half", "--project", str(project)])
     return json.loads(predict.main(args).json_path.read_text())
 
 
