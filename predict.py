@@ -145,11 +145,11 @@ def main(args: argparse.Namespace) -> PredictStats:
     device = select_device(args.device)
     half = inference_half(args.half, device)
     exported = Path(args.weights).suffix in GRAPH_SUFFIXES
-    if not exported:  # the first line says which precision runs
+    spec = resolve_source(args.source)  # a source that cannot be read is the one line, before any other
+    if not exported:  # the first line of the run says which precision runs
         auto = half and args.half is None
         log_precision(half_dtype_name(device) if half else "float32", device,
                       "this CPU's native bfloat16; --no-half for float32" if auto else "")
-    spec = resolve_source(args.source)
     model, classes = prepare_backend(args, device, half)
     check_class_filter(args.classes, model.nc, args.weights)
     if exported:

@@ -34,6 +34,7 @@ from build_utils.errors import UserError
 from train_val_utils.trainer import Trainer
 from train_val_utils.training.distributed_utils import (
     DEFAULT_DIST_TIMEOUT_S,
+    barrier,
     cleanup_distributed,
     init_distributed,
     naming_failed_ranks,
@@ -160,9 +161,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     dist_info = init_distributed(args.device, args.dist_timeout)
     try:
         with naming_failed_ranks(dist_info):  # a hung or dead rank ends the job with its number
-            if args.evolve:
-                return evolve(args, defaults, dist_info)
-            return train(args, defaults, dist_info)
+            result = evolve(args, defaults, dist_info) if args.evolve else train(args, defaults, dist_info)
+            # every rank leaves together: rank 0 alone finalises (evaluation, plots), and a rank that tears
+            # its process group down while a peer still uses it can abort that peer's exit (gloo, loopback)
+            barrier(dist_info)
+            return result
     finally:
         cleanup_distributed()
 

@@ -166,7 +166,8 @@ def transfer_classes(model: DarkNet, source_state: Mapping[str, torch.Tensor], s
     """`source_state` made to fit `model` (classes `target_names`) by name; logs the summary line.
 
     Matched classes take their source rows, unmatched ones keep `model`'s fresh rows. With no name in
-    common the predictor tensors are left out, so loading re-initialises those convs as before.
+    common the predictor tensors are left out, so loading re-initialises those convs as before, unless
+    the class count is the same: then the rows load by position, as they always did.
     """
     if len(target_names) != model.nc:
         raise WeightsError(f"{source_label}: {len(target_names)} class names for a model of {model.nc} "
@@ -179,6 +180,10 @@ def transfer_classes(model: DarkNet, source_state: Mapping[str, torch.Tensor], s
     source_of = match_class_names(target_names, source_names)
     logger.info("%s", transfer_summary(target_names, source_of, source_label))
     if all(s is None for s in source_of):
+        if len(source_names) == model.nc:  # names unrelated (renamed, indices): rows load by position
+            logger.info("no class name in common with %s, but the same %d classes: predictor rows loaded by "
+                        "position, as before name matching existed", source_label, model.nc)
+            return dict(source_state)
         dropped = {k for p in predictors for k in _predictor_keys(p, fresh)}
         logger.info("no class name in common with %s: predictor convs re-initialised", source_label)
         return {k: v for k, v in source_state.items() if k not in dropped}

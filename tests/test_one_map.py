@@ -77,7 +77,7 @@ def _three_maps(data: Path, weights: Path, tmp: Path, monkeypatch: pytest.Monkey
     result = train.main(train.get_args_parser().parse_args(
         ["--cfg", str(TINY_CFG), "--data", str(data), "--weights", str(weights), "--epochs", "1",
          "--batch-size", "4", "--img-size", "320", "--workers", "0", "--device", "cpu", "--project",
-         str(tmp / "train"), "--name", "run"]))
+         str(tmp / "train"), "--name", "run", "--no-amp"]))
     run_dir = Path(result["save_dir"])
     row = list(csv.DictReader((run_dir / "results.csv").open()))[-1]
     best = run_dir / "weights" / "best.pt"

@@ -49,7 +49,8 @@ def reference_detections(weights: Path, path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def coco128_run(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path, coco128: Path):
     tmp = tmp_path_factory.mktemp("pred")
-    stats = run(tmp, tiny_weights, coco128 / "images", "--save-txt", "--save-json")
+    # float32, as the direct library calls it is compared with
+    stats = run(tmp, tiny_weights, coco128 / "images", "--save-txt", "--save-json", "--no-half")
     return stats, tmp / "exp"
 
 
