@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_short_run import REFERENCE, write_data_file  # noqa: E402
+from build_utils.cli import ArgumentParser  # noqa: E402
 from build_utils.hyp import load_hyp  # noqa: E402
 from modules.checkpoint import build_checkpoint, save_checkpoint  # noqa: E402
 from modules.model import DarkNet  # noqa: E402
@@ -73,7 +74,7 @@ def epoch_share(img_size: int, batch_size: int, folder: Path) -> tuple[float, fl
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--cfgs", nargs="+", default=["cfg/yolov3-tiny.cfg", "cfg/yolov3-spp.cfg"])
     p.add_argument("--img-size", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)

@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from build_utils.cli import run_cli, setup_logging  # noqa: E402
+from build_utils.cli import ArgumentParser, run_cli, setup_logging  # noqa: E402
 from build_utils.torch_utils import time_sync  # noqa: E402
 from modules.export_utils import (  # noqa: E402
     export_onnx,
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="two .pt files to time")
     what.add_argument("--random-cfg", help="cfg to prune with seeded random batch-norm scales")

@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 import train  # noqa: E402
 import validation  # noqa: E402
 from build_utils.cfg_edit import rewrite_cfg_classes  # noqa: E402
+from build_utils.cli import ArgumentParser  # noqa: E402
 from build_utils.parse_config import load_class_names  # noqa: E402
 from modules.checkpoint import save_checkpoint  # noqa: E402
 from modules.class_transfer import match_class_names  # noqa: E402
@@ -35,7 +36,7 @@ logger = logging.getLogger("class_transfer_check")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--classes", nargs="+", default=["person", "car", "chair"], help="kept COCO classes")
     p.add_argument("--img-size", type=int, default=416)
     p.add_argument("--epochs", type=int, default=5)

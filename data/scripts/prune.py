@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from build_utils.cli import HelpFormatter, check_img_size, run_cli, setup_logging
+from build_utils.cli import ArgumentParser, check_img_size, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import load_class_names
 from modules.export_utils import load_for_conversion, save_as_checkpoint, save_as_darknet
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(formatter_class=HelpFormatter, description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--weights", required=True, help="a .pt (best after train.py --sr) or Darknet .weights")
     p.add_argument("--cfg", default=None, help="cfg for Darknet .weights (a .pt carries its own)")
     p.add_argument("--names", default=None,
