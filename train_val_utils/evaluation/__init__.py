@@ -1,5 +1,6 @@
 """Scoring detections: NMS (plain and merge), test-time augmentation, COCO and own metrics, reports, plots.
 
+- `thresholds.py`: the named score and NMS IoU defaults (evaluation vs deployment).
 - `nms.py`: `non_max_suppression` (plain or merge) on the model's `(bs, N, 5+nc)` output.
 - `tta.py`: the flipped and scaled views of test-time augmentation, merged before NMS.
 - `metrics.py`: per-class AP, P, R, F1, the confusion matrix, fitness.
