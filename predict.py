@@ -66,8 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="suppress overlapping boxes across classes")
     parser.add_argument("--nms", choices=NMS_CHOICES, default=NMS_AUTO, help=NMS_HELP)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                        help="test-time augmentation: also run the image flipped+scaled 0.83 and scaled "
-                             "0.67; merge-NMS unless --nms plain is given")
+                        help="test-time augmentation: also run the image flipped+enlarged 1.2, scaled 0.83 "
+                             "and flipped+scaled 0.67; merge-NMS unless --nms plain is given")
     parser.add_argument("--max-det", type=int, default=300, help="at most this many detections per image")
     parser.add_argument("--device", default="", help="'cpu', a GPU index such as '0', or '' for auto")
     parser.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,

@@ -71,8 +71,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="image sizes of --task study (multiples of 32)")
     p.add_argument("--nms", choices=NMS_CHOICES, default=NMS_AUTO, help=NMS_HELP)
     p.add_argument("--augment", action=bool_flag, default=False,
-                   help="test-time augmentation (full, flipped x0.83, x0.67 views merged before NMS); "
-                        "merge-NMS unless --nms plain is given")
+                   help="test-time augmentation (full, flipped x1.2, x0.83, flipped x0.67 views merged "
+                        "before NMS); merge-NMS unless --nms plain is given")
     p.add_argument("--rect", action=bool_flag, default=True, help="rectangular batches (less padding)")
     p.add_argument("--save-json", action=bool_flag, default=False, help="write predictions.json (COCO)")
     p.add_argument("--plots", action=bool_flag, default=True, help="PR/F1 curves, confusion matrix, batch 0")

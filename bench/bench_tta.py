@@ -29,6 +29,7 @@ from build_utils.parse_config import load_class_names
 from build_utils.torch_utils import select_device
 from modules.loading import load_model
 from train_val_utils.engine import EvalOptions, evaluate
+from train_val_utils.evaluation.tta import CLASSIC_VIEWS, TTA_VIEWS
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -54,16 +55,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--classic", default=str(REFERENCE / "tta" / "classic_tta_coco128.json"))
     p.add_argument("--modes", nargs="+", default=[m[0] for m in MODES], choices=[m[0] for m in MODES],
                    help="which rows to measure (the first one listed is the base of the gains)")
+    p.add_argument("--views", choices=("tta", "classic"), default="tta",
+                   help="TTA views: tta = this suite's four (as is, flipped x1.2, x0.83, flipped x0.67); "
+                        "classic = the classic code's three (as is, flipped x0.83, x0.67)")
     p.add_argument("--layouts", nargs="+", default=["square", "rect"], choices=["square", "rect"],
                    help="--protocol reference: which letterbox layouts")
     return p
 
 
 def score_modes(model: torch.nn.Module, loader: torch.utils.data.DataLoader, names: list[str],
-                device: torch.device, modes: list[str]) -> list[dict]:
+                device: torch.device, modes: list[str], views: str = "tta") -> list[dict]:
     rows = []
+    tta_views = TTA_VIEWS if views == "tta" else CLASSIC_VIEWS
     for label, augment, nms in (m for m in MODES if m[0] in modes):
-        res = evaluate(model, loader, names, device, EvalOptions(augment=augment, nms=nms))
+        options = EvalOptions(augment=augment, nms=nms, tta_views=tta_views)
+        res = evaluate(model, loader, names, device, options)
         ms = sum(res["speed_ms"].values())
         rows.append({"mode": label, "map": res["map"], "map50": res["map50"], "ms": ms})
     return rows
@@ -103,9 +109,9 @@ def main(args: argparse.Namespace) -> dict[str, list[dict]]:
     for letterbox, (batch, rect, pad) in layouts.items():
         dataset = LoadImagesAndLabels(args.images, args.img_size, batch, rect=rect, nc=len(names), pad=pad)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch, collate_fn=collate_fn)
-        results[letterbox] = score_modes(model, loader, names, device, args.modes)
+        results[letterbox] = score_modes(model, loader, names, device, args.modes, args.views)
         print(f"\nyolov3-tiny (official weights) on {len(dataset)} coco128 images at {args.img_size}, "
-              f"{device}, batch {batch}, {letterbox}\n")
+              f"{device}, batch {batch}, {letterbox}, {args.views} TTA views\n")
         print_batch_table(results[letterbox])
         if args.protocol == "reference":
             print_reference_table(letterbox, results[letterbox], json.loads(Path(args.classic).read_text()))

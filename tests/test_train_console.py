@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_eta_text_extrapolates_the_pace() -> None:
     assert eta_text(120.0, 2, 8) == "run ETA 8.0 min (8 epochs left at 1.0 min each, evaluation included)"
+    assert "(1 epoch left at" in eta_text(120.0, 2, 1)
     assert eta_text(7200.0, 1, 3).startswith("run ETA 6.0 h")
 
 

@@ -16,7 +16,7 @@ from modules.model import DarkNet
 from modules.weights import load_darknet_weights
 from train_val_utils.engine import EvalOptions
 from train_val_utils.evaluation.nms import merge_boxes, non_max_suppression
-from train_val_utils.evaluation.tta import View, augment_view, deaugment, tta_forward
+from train_val_utils.evaluation.tta import TTA_VIEWS, View, augment_view, deaugment, tta_forward
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +43,13 @@ def test_deaugmented_synthetic_box_matches_plain() -> None:
     x[1, :, 50:90, 100:150] = 1.0
     model = BoxModel()
     plain = model(x)[0]
-    for view in (View(0.83, True), View(0.67, False), View(1.0, True)):
+    for view in (View(0.83, True), View(0.67, False), View(1.0, True), View(1.2, True)):
         xi, ratios = augment_view(x, view, 32)
         assert xi.shape[2] % 32 == 0 and xi.shape[3] % 32 == 0
         back = deaugment(model(xi)[0], ratios, view.flip, x.shape[3])
         assert torch.allclose(back[..., :4], plain[..., :4], atol=1.0), (view, back, plain)
-    assert tta_forward(model, x).shape == (2, 3, 6)
+    assert tta_forward(model, x).shape == (2, len(TTA_VIEWS), 6)
+    assert augment_view(x, View(1.2, True), 32)[0].shape[2:] == (128, 192)  # 115x192 enlarged, padded to 32
 
 
 @pytest.fixture(scope="module")

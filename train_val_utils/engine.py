@@ -53,7 +53,7 @@ from train_val_utils.evaluation.reporting import (
     speed_line,
 )
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
-from train_val_utils.evaluation.tta import tta_forward
+from train_val_utils.evaluation.tta import TTA_VIEWS, View, tta_forward
 from train_val_utils.training.distributed_utils import DistInfo, reduce_sum
 from train_val_utils.training.optim import apply_warmup, warmup_accumulate
 from train_val_utils.training.sparsity import add_bn_l1_grad
@@ -268,6 +268,7 @@ class EvalOptions:
     category_ids: list[int] | None = None
     cache_dir: str | Path | None = None
     augment: bool = False
+    tta_views: tuple[View, ...] = TTA_VIEWS  # what `augment` runs (bench_tta.py compares the classic views)
     nms: str = NMS_AUTO
     classes: tuple[int, ...] | None = None  # score only these class indices (validation.py --classes)
 
@@ -313,7 +314,7 @@ def run_detection(model: nn.Module, dataloader: Any, device: torch.device, optio
         t0 = time_sync()
         x = imgs.to(device, non_blocking=True).to(dtype) / 255  # (bs, 3, H, W) in [0, 1]
         t1 = time_sync()
-        pred = tta_forward(model, x) if options.augment else model(x)[0]  # (bs, N, 5+nc)
+        pred = tta_forward(model, x, options.tta_views) if options.augment else model(x)[0]  # (bs, N, 5+nc)
         t2 = time_sync()
         out = non_max_suppression(pred.float(), **nms_kw)  # bs x (n, 6)
         t3 = time_sync()

@@ -54,7 +54,8 @@ def eta_text(elapsed_s: float, epochs_done: int, epochs_left: int) -> str:
     def fmt(s: float) -> str:
         return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
-    return f"run ETA {fmt(left)} ({epochs_left} epochs left at {fmt(per_epoch)} each, evaluation included)"
+    epochs = f"{epochs_left} epoch{'s' if epochs_left != 1 else ''}"
+    return f"run ETA {fmt(left)} ({epochs} left at {fmt(per_epoch)} each, evaluation included)"
 
 
 def speed_line(speed_ms: dict[str, float]) -> str:
