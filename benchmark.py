@@ -3,8 +3,9 @@
     python benchmark.py --weights weights/best.pt --data data/my.data --img-size 416
     python benchmark.py --weights yolov3-tiny.weights --cfg cfg/yolov3-tiny.cfg --data data/coco128.data
 
-Rows: PyTorch, PyTorch fused + channels_last, TorchScript, ONNX Runtime fp32, ONNX Runtime int8 (static
-quantization, per-channel weights, QDQ, calibrated on --calib-images images of the train split).
+Rows: PyTorch (as validation.py runs it: fused, channels_last), PyTorch contiguous, TorchScript, ONNX Runtime
+fp32, ONNX Runtime int8 (static quantization, per-channel weights, QDQ, calibrated on --calib-images images of
+the train split).
 Columns: format, file MB, mAP@0.5:0.95, mAP@0.5, ms/img pre/forward/NMS, img/s. The table is printed and
 written to runs/benchmark/expN/results.csv and results.md, beside the exported files. A format that fails
 keeps its row with the reason.

@@ -96,6 +96,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--notest", action=bool_flag, default=False, help="evaluate only after the last epoch")
     p.add_argument("--savebest", action=bool_flag, default=True,
                    help="keep weights/best.pt (highest fitness)")
+    p.add_argument("--close-mosaic", type=int, default=10, metavar="N",
+                   help="train the last N epochs without mosaic, on whole letterboxed images as evaluation "
+                        "sees them (a fine-tune of N epochs or fewer never uses mosaic); 0 = mosaic to the "
+                        "end")
     p.add_argument("--patience", type=int, default=0,
                    help="stop after this many epochs without a better fitness (0 = never)")
     p.add_argument("--single-cls", action=bool_flag, default=False, help="train every class as one class")
@@ -143,7 +147,7 @@ def check_options(args: argparse.Namespace) -> None:
     check_img_size(args.img_size)
     for flag in ("epochs", "batch_size", "nbs"):
         check_positive(getattr(args, flag), flag)
-    for flag in ("workers", "patience", "evolve", "save_period_steps", "sr"):
+    for flag in ("workers", "patience", "evolve", "save_period_steps", "sr", "close_mosaic"):
         check_positive(getattr(args, flag), flag, minimum=0)
     if args.save_period_min < 0 or args.dist_timeout <= 0:
         raise UserError(f"--save-period-min {args.save_period_min} must be >= 0 and --dist-timeout "

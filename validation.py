@@ -114,7 +114,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     device = select_device(args.device)
     data = parse_data_cfg(args.data)
     names = data["class_names"]
-    model = load_backend(args.weights, args.cfg, device, half=inference_half(args.half, device), fuse=True)
+    model = load_backend(args.weights, args.cfg, device, half=inference_half(args.half, device), fuse=True,
+                         channels_last=True)
     logger.info("validation: %s on %s", model.precision, device)
     model_classes(model.nc, names, data.get("category_ids"), names_source=args.data,
                   model_source=args.weights)

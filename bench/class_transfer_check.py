@@ -45,6 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/class_transfer", help="subset dataset and runs go here")
     p.add_argument("--hyp", default=str(REPO / "cfg" / "hyp.yaml"), help="hyperparameters of the fine-tunes")
+    p.add_argument("--close-mosaic", type=int, default=10, help="train.py --close-mosaic of the fine-tunes")
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=False,
                    help="also fine-tune with --no-transfer")
     return p
@@ -91,7 +92,8 @@ def fine_tune(cfg: Path, data: Path, weights: Path, args: argparse.Namespace, na
     argv = ["--cfg", str(cfg), "--data", str(data), "--weights", str(weights), "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size), "--img-size", str(args.img_size), "--device", args.device,
             "--workers", str(args.workers), "--notest", "--project", str(Path(args.out) / "train"),
-            "--name", name, "--exist-ok", "--hyp", args.hyp, *extra]
+            "--name", name, "--exist-ok", "--hyp", args.hyp,
+            "--close-mosaic", str(args.close_mosaic), *extra]
     return Path(train.main(train.get_args_parser().parse_args(argv))["weights"])
 
 

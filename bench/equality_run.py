@@ -4,7 +4,7 @@ Prints the sha256 of the final `last.pt` model state dict (every tensor's bytes,
 logged losses, so a refactor that must not change behaviour can show the same hash before and after.
 Speed switches that change float rounding are turned off here (`--no-amp`: float32, not the bfloat16
 that is the default on CPUs with AVX512_BF16; `--no-channels-last`, `--no-compile` where the trainer
-has them).
+has them), and `--close-mosaic 0` keeps mosaics in all 3 epochs as when the hash was recorded.
 
     python bench/equality_run.py            # makes data/shapes-eq (96 train, 32 val, 160 px) when absent
 """
@@ -51,6 +51,8 @@ def main(args: argparse.Namespace) -> int:
     help_text = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True,
                                text=True).stdout
     switches = [s for s in ("--no-channels-last", "--no-compile") if s in help_text]
+    if "--close-mosaic" in help_text:  # mosaic in every epoch, as the run was recorded
+        switches += ["--close-mosaic", "0"]
     data_file = str(data_dir / "shapes.data")
     cmd = [sys.executable, "train.py", "--cfg", "cfg/yolov3-demo.cfg", "--data", data_file,
            "--hyp", "cfg/hyp-demo.yaml", "--epochs", "3", "--batch-size", "16", "--img-size", "160",

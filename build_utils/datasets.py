@@ -70,8 +70,10 @@ class LoadImagesAndLabels(Dataset):
     def __init__(self, path: str | Path | list, img_size: int = 416, batch_size: int = 16,
                  augment: bool = False, hyp: Mapping[str, Any] | None = None, rect: bool = False,
                  cache_images: bool = False, single_cls: bool = False, pad: float = 0.0,
-                 nc: int | None = None, strict: bool = False, seed: int = 0, stride: int = 32) -> None:
+                 nc: int | None = None, strict: bool = False, seed: int = 0, stride: int = 32,
+                 mosaic_epochs: int | None = None) -> None:
         self.img_size, self.augment, self.rect = img_size, augment, rect
+        self.mosaic_epochs = mosaic_epochs  # epochs >= this draw no mosaic (--close-mosaic); None: none such
         # the hyp file's augmentation section; keys missing from `hyp` take cfg/hyp.yaml's values
         self.hyp = augment_hyp({**DEFAULT_HYP, **(hyp or {})})
         self.seed, self.stride, self.nc = seed, stride, nc
@@ -203,6 +205,10 @@ class LoadImagesAndLabels(Dataset):
         """
         self._epoch.value = int(epoch)
 
+    def mosaic_open(self) -> bool:
+        """Whether this epoch may draw mosaics (`hyp.mosaic` is the probability when it may)."""
+        return self.mosaic_epochs is None or self.epoch < self.mosaic_epochs
+
     def __len__(self) -> int:
         return len(self.img_files)
 
@@ -210,7 +216,7 @@ class LoadImagesAndLabels(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         hyp = self.hyp
         shapes = None
-        if self.augment and not self.rect and rng.random() < hyp.mosaic:
+        if self.augment and not self.rect and self.mosaic_open() and rng.random() < hyp.mosaic:
             others = rng.integers(0, len(self), 3).tolist()
             img, lab = load_mosaic(self.load_images, self.labels, [index, *others], self.img_size, hyp, rng)
         else:

@@ -77,16 +77,16 @@ def load_model(weights: str | Path, cfg: str | Path | None = None, device: str |
 
 
 def as_deployed(model: DarkNet) -> DarkNet:
-    """A copy of `model` as `load_model(best.pt, fuse=True)` returns it: weights rounded through float16
-    (`deployable_checkpoint` saves best.pt so), batch norm folded on the CPU, contiguous, in eval mode, on
-    `model`'s device. Training scores this copy, so its log shows the mAP that best.pt gives later."""
+    """A copy of `model` as validation.py runs best.pt: weights rounded through float16
+    (`deployable_checkpoint` saves best.pt so), batch norm folded on the CPU, channels_last, in eval mode,
+    on `model`'s device. Training scores this copy, so its log shows the mAP that best.pt gives later."""
     device = next(model.parameters()).device
     copy = deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format)  # no RNG use (init would)
     with torch.no_grad():
         for tensor in copy.state_dict().values():  # views of the parameters and buffers
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half())  # float16 values in float32 tensors, as load_model reads best.pt
-    return copy.fuse().to(device).eval()
+    return copy.fuse().to(device, memory_format=torch.channels_last).eval()
 
 
 DEFAULT_IMG_SIZE = 416

@@ -10,6 +10,7 @@ import pytest
 
 from build_utils.dataset.augment import augment_hsv, letterbox, random_affine
 from build_utils.datasets import LoadImagesAndLabels
+from train_val_utils.training.train_setup import mosaic_plan
 
 
 def test_letterbox_shapes_and_padding() -> None:
@@ -108,3 +109,30 @@ def test_dataset_augmentation_keeps_boxes_on_objects(tmp_path: Path, mosaic: flo
             # object pixels outside every box may only be slivers the crop cut (dropped by design)
             assert all(min(sw, sh) <= 14 for _, _, sw, sh, _ in stats[1:].tolist())
     assert n_boxes >= 12
+
+
+def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(tmp_path: Path) -> None:
+    """--close-mosaic: epochs >= mosaic_epochs draw whole letterboxed images even at mosaic p = 1, and
+    persistent workers would see it (the switch reads the shared epoch)."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), _white_box_image((120, 160), (20, 30, 80, 90)))
+        (tmp_path / "labels" / f"{i}.txt").write_text("0 0.3125 0.5 0.375 0.5\n")
+    ds = LoadImagesAndLabels(tmp_path / "images", img_size=128, augment=True, hyp={"mosaic": 1.0}, seed=1,
+                             mosaic_epochs=2)
+    for epoch, mosaic in ((0, True), (1, True), (2, False), (5, False)):
+        ds.set_epoch(epoch)
+        assert ds.mosaic_open() == mosaic
+        assert all((ds[i][3] is None) == mosaic for i in range(len(ds))), epoch  # shapes: None = mosaic
+    never = LoadImagesAndLabels(tmp_path / "images", img_size=128, augment=True, hyp={"mosaic": 1.0},
+                                mosaic_epochs=0)
+    assert not never.mosaic_open() and never[0][3] is not None
+
+
+def test_mosaic_plan_says_which_epochs_draw_mosaics() -> None:
+    assert mosaic_plan(30, 10, 1.0, False) == ("mosaic (p=1) in epochs 0-19, whole images in the last 10 "
+                                               "(--close-mosaic 10)")
+    assert mosaic_plan(5, 10, 1.0, False).startswith("no mosaic: all 5 epochs on whole images")
+    assert mosaic_plan(5, 0, 0.5, False) == "mosaic (p=0.5) in every epoch (--close-mosaic 0)"
+    assert mosaic_plan(5, 2, 0.0, False) is None and mosaic_plan(5, 2, 1.0, True) is None  # none, or --rect

@@ -21,9 +21,10 @@ import export
 import train
 import validation
 from build_utils.datasets import EVAL_SHAPE_GROUP, batches_within_groups
+from modules.backends import load_backend
 from modules.checkpoint import deployable_checkpoint, load_checkpoint, save_checkpoint
 from modules.export_utils import checkpoint_from_model
-from modules.loading import as_deployed, load_model
+from modules.loading import as_deployed
 from modules.model import DarkNet
 from train_val_utils.benchmarks import format_benchmark
 
@@ -41,7 +42,8 @@ def test_batches_never_cross_a_shape_group() -> None:
 
 
 def test_training_scores_exactly_what_best_pt_gives(tmp_path: Path) -> None:
-    """`as_deployed` (what training scores) computes bit for bit what load_model(best.pt) computes."""
+    """`as_deployed` (what training scores) computes bit for bit what validation.py's model of best.pt
+    computes (fused, channels_last)."""
     torch.manual_seed(0)
     model = DarkNet(TINY_CFG).train()
     model(torch.rand(2, 3, 64, 64))  # a training forward moves the BN running statistics off 0/1
@@ -49,7 +51,7 @@ def test_training_scores_exactly_what_best_pt_gives(tmp_path: Path) -> None:
     best = tmp_path / "best.pt"
     ckpt = checkpoint_from_model(model, [str(i) for i in range(80)], {})
     save_checkpoint(deployable_checkpoint(ckpt), best)
-    loaded, _ = load_model(best, fuse=True)
+    loaded = load_backend(best, None, torch.device("cpu"), fuse=True, channels_last=True)  # as validation.py
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
         deployed, from_file, raw = as_deployed(model)(x)[0], loaded(x)[0], model(x)[0]

@@ -53,7 +53,7 @@ from train_val_utils.training.run_config import RunConfig, resolve_amp
 from train_val_utils.training.run_logger import RunLogger, write_args_yaml
 from train_val_utils.training.sparsity import bn_scales, plot_bn_histogram
 from train_val_utils.training.train_plots import plot_labels, plot_results
-from train_val_utils.training.train_setup import ClassTransfer, freeze_layers, load_start_weights
+from train_val_utils.training.train_setup import ClassTransfer, freeze_layers, load_start_weights, mosaic_plan
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,8 @@ class Trainer:
         common = dict(img_size=run.img_size, hyp=self.hyp, single_cls=run.single_cls, stride=self.max_stride,
                       nc=int(self.data["classes"]), strict=run.strict, cache_images=run.cache_images)
         self.train_set = LoadImagesAndLabels(self.data["train"], batch_size=self.batch, augment=True,
-                                             rect=run.rect, seed=run.seed, **common)
+                                             rect=run.rect, seed=run.seed,
+                                             mosaic_epochs=max(run.epochs - run.close_mosaic, 0), **common)
         if run.image_weights:
             if run.rect:
                 raise UserError("--image-weights draws images at random, --rect needs them in aspect order; "
@@ -255,6 +256,9 @@ class Trainer:
                     "channels_last %s, compile %s", self.batch, world, self.accumulate, run.nbs,
                     f"on ({self.amp_dtype})" if self.amp else "off", run.channels_last, run.compile)
         log_step_plan(nb, run.epochs, warmup_iters, self.accumulate)
+        plan = mosaic_plan(run.epochs, run.close_mosaic, self.train_set.hyp.mosaic, run.rect)
+        if plan and self.dist.is_main:
+            logger.info("%s", plan)
 
     def _new_run_dir(self) -> Path:
         path = self.dist.on_main(make_run_dir, self.run.project, self.run.name, self.run.exist_ok)

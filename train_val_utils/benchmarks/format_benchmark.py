@@ -1,6 +1,6 @@
 """Export one model to every format and score each on the same validation data: one comparable table.
 
-Formats: PyTorch as validation.py runs it (batch norm fused), PyTorch fused + channels_last, TorchScript,
+Formats: PyTorch as validation.py runs it (batch norm fused, channels_last), PyTorch contiguous, TorchScript,
 ONNX Runtime float32 and ONNX Runtime int8 (static QDQ quantization calibrated on train-split images,
 `modules/quantize.py`). Every row goes through `evaluate` with the same loader and the same ground truth
 as training and validation.py (`engine.scoring_options`; rect batches, and the exports are dynamic so
@@ -35,7 +35,7 @@ from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRE
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("PyTorch", "PyTorch fused + channels_last", "TorchScript", "ONNX Runtime fp32",
+FORMATS = ("PyTorch", "PyTorch contiguous", "TorchScript", "ONNX Runtime fp32",
            "ONNX Runtime int8")
 
 
@@ -123,9 +123,9 @@ class _Formats:
 
     def build(self, fmt: str) -> Backend:
         opts, stem = self.opts, self.out_dir / Path(self.opts.weights).stem
-        if fmt.startswith("PyTorch"):  # fused like validation.py, so its row prints validation.py's mAP
+        if fmt.startswith("PyTorch"):  # fused, channels_last like validation.py: its row prints its mAP
             self.files[fmt] = Path(opts.weights)
-            channels_last = fmt != "PyTorch"
+            channels_last = fmt == "PyTorch"  # "PyTorch contiguous": the NCHW layout, for comparison
             return load_backend(opts.weights, opts.cfg, self.device, fuse=True, channels_last=channels_last)
         if fmt == "TorchScript":
             model, x, meta = self._fused()

@@ -52,6 +52,7 @@ class RunConfig:
     notest: bool
     savebest: bool
     patience: int
+    close_mosaic: int
     single_cls: bool
     sync_bn: bool
     seed: int
