@@ -31,7 +31,7 @@ from build_utils.cli import (
 )
 from build_utils.errors import DatasetError
 from build_utils.run_dir import make_run_dir
-from build_utils.torch_utils import half_dtype_name, inference_half, select_device
+from build_utils.torch_utils import fit_threads_to_free_cores, half_dtype_name, inference_half, select_device
 from modules.backends import GRAPH_SUFFIXES, Backend, load_backend
 from modules.memory_estimate import check_model_memory
 from modules.model_fit import ModelClasses, check_class_filter, input_size, model_classes, read_names
@@ -143,6 +143,7 @@ def main(args: argparse.Namespace) -> PredictStats:
     setup_logging(args.verbose)
     check_args(args)
     device = select_device(args.device)
+    fit_threads_to_free_cores(device)
     half = inference_half(args.half, device)
     exported = Path(args.weights).suffix in GRAPH_SUFFIXES
     spec = resolve_source(args.source)  # a source that cannot be read is the one line, before any other

@@ -39,7 +39,7 @@ from build_utils.cli import (
 from build_utils.errors import ConfigError
 from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
-from build_utils.torch_utils import inference_half, select_device
+from build_utils.torch_utils import fit_threads_to_free_cores, inference_half, select_device
 from train_val_utils.benchmarks.study import DEFAULT_STUDY_SIZES
 from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, NMS_HELP
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
@@ -112,6 +112,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     setup_logging(args.verbose)
     check_args(args)
     device = select_device(args.device)
+    fit_threads_to_free_cores(device)
     data = parse_data_cfg(args.data)
     names = data["class_names"]
     model = load_backend(args.weights, args.cfg, device, half=inference_half(args.half, device), fuse=True,

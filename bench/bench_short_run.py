@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--img-size", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py arguments")
+    p.add_argument("--this-extra", default="", metavar="ARGS",
+                   help="train.py arguments for this checkout only, quoted (e.g. \"--close-mosaic 0\" for "
+                        "an option the other checkout lacks)")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py arguments (both)")
     return p
 
 
@@ -53,6 +57,8 @@ def time_run(checkout: Path, data: Path, out: Path, args: argparse.Namespace) ->
            str(REFERENCE / "weights" / "yolov3-tiny.weights"), "--img-size", str(args.img_size),
            "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--notest", "--device", "cpu",
            "--project", str(out), "--name", "run", *args.extra]
+    if checkout == REPO:
+        cmd += shlex.split(args.this_extra)
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)

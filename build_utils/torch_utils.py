@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from build_utils.errors import UserError
+from build_utils.omp_env import STARTUP_SAMPLE, threads_for_free_cores
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +139,17 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def fit_threads_to_free_cores(device: torch.device) -> int:
+    """On the CPU, shrink torch's thread pool to the cores other processes left free since this process
+    started (`omp_env.threads_for_free_cores`; OMP_NUM_THREADS overrides); returns the threads in use."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu":
+        return threads
+    wanted, others = threads_for_free_cores(threads, STARTUP_SAMPLE)
+    if wanted < threads:
+        torch.set_num_threads(wanted)
+        logger.info("%d of %d CPU threads: other processes keep %.1f cores busy (OMP_NUM_THREADS=%d to "
+                    "choose)", wanted, threads, others, threads)
+    return wanted

@@ -124,6 +124,28 @@ def test_prefer_passive_wait_keeps_a_users_choice() -> None:
     assert omp_env.prefer_passive_wait(env) == "ACTIVE"
 
 
+def test_cores_other_processes_use_come_from_two_cpu_samples(tmp_path, monkeypatch) -> None:
+    """2 cores for 1 s: the machine was fully busy and this process used 0.7 s of CPU, so others kept
+    1.3 cores busy and one thread is what is left; a quiet machine keeps both; OMP_NUM_THREADS wins."""
+    start = omp_env.CpuSample(wall=10.0, busy_jiffies=1000, total_jiffies=5000, own_cpu_s=2.0)
+    busy = omp_env.CpuSample(wall=11.0, busy_jiffies=1200, total_jiffies=5200, own_cpu_s=2.7)
+    assert omp_env.cores_others_use(start, busy, 2) == pytest.approx(1.3)
+    quiet = omp_env.CpuSample(wall=11.0, busy_jiffies=1090, total_jiffies=5200, own_cpu_s=2.9)
+    assert omp_env.cores_others_use(start, quiet, 2) == pytest.approx(0.0, abs=1e-9)  # 0.9 busy: ours
+    assert omp_env.cores_others_use(start, start._replace(wall=10.1), 2) is None  # too short to tell
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 20 1 2 0 0 0\ncpu0 50 2 25 400 10 0 1 0 0 0\n")
+    sample = omp_env.cpu_sample(str(stat))
+    assert (sample.busy_jiffies, sample.total_jiffies) == (158, 978)
+    assert omp_env.cpu_sample(str(tmp_path / "absent")) is None
+    monkeypatch.setattr(omp_env, "cpu_sample", lambda: busy)
+    monkeypatch.setattr(omp_env.os, "cpu_count", lambda: 2)
+    assert omp_env.threads_for_free_cores(2, start, environ={}) == (1, pytest.approx(1.3))
+    assert omp_env.threads_for_free_cores(2, start, environ={"OMP_NUM_THREADS": "2"}) == (2, None)
+    monkeypatch.setattr(omp_env, "cpu_sample", lambda: quiet)
+    assert omp_env.threads_for_free_cores(2, start, environ={})[0] == 2
+
+
 SCRIPTS = ("train.py", "predict.py", "validation.py", "export.py", "benchmark.py", "data/scripts/demo.py")
 
 
