@@ -52,6 +52,12 @@ class DarknetMaxPool(nn.Module):
     freezes that decision at the traced size; it is the same for every input that is a multiple
     of 32 (yolov3-tiny's stride-2 pools always see even sizes, its stride-1 pool always pads), so
     dynamic ONNX and TorchScript graphs stay exact at other sizes (tests/test_backends.py).
+
+    Without autograd (predict, validation, evaluation), a 2x2 stride-2 pool on even sizes is the
+    elementwise max of its four strided quarters: the same values, 2-3x faster than `max_pool2d` on
+    this suite's CPUs, which also computes argmax indices nobody reads. Training keeps `max_pool2d`
+    (its backward sends a tie's gradient to the first cell, as Darknet does), and so do export traces,
+    so the ONNX graph holds a MaxPool node.
     """
 
     def __init__(self, size: int, stride: int) -> None:
@@ -70,7 +76,16 @@ class DarknetMaxPool(nn.Module):
         size, stride = self.size, self.stride
         return any((d + self.right - size) // stride != (d - size) // stride for d in (h, w))
 
+    def _quarters_apply(self, x: torch.Tensor) -> bool:
+        """The strided-max fast path: 2x2 stride 2, even sizes, no autograd, not inside an export trace."""
+        return (self.size == 2 and self.stride == 2 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
+                and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (bs, c, h, w) -> (bs, c, h', w')
+        if self._quarters_apply(x):
+            top = torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2])  # (bs, c, h/2, w/2)
+            return torch.maximum(top, torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
         if not self.symmetric and self._pad_reaches_a_window(int(x.shape[-2]), int(x.shape[-1])):
             x = _repeat_edges(x, self.left, self.right)
         return self.pool(x)

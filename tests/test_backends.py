@@ -165,3 +165,23 @@ def test_maxpool_pad_branch_is_the_same_for_every_multiple_of_32() -> None:
         assert pool_2_1._pad_reaches_a_window(d, d)  # size 2, stride 1 always pads right/bottom
         x = torch.arange(d * d, dtype=torch.float32).reshape(1, 1, d, d)
         assert pool_2_1(x).shape[-2:] == (d, d)
+
+
+def test_maxpool_fast_path_equals_max_pool2d_and_export_keeps_it(tmp_path: Path, tiny_weights: Path) -> None:
+    """No autograd: the strided-quarters max gives max_pool2d's values (NaN included) in both memory
+    formats; an ONNX export still writes MaxPool nodes, since a trace never takes the fast path."""
+    pool = DarknetMaxPool(2, 2)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 8, 16, 12).contiguous(memory_format=fmt)
+        x[0, 0, 0, 0] = float("nan")
+        slow = torch.nn.functional.max_pool2d(x, 2, 2)
+        with torch.inference_mode():
+            assert pool._quarters_apply(x)
+            fast = pool(x)
+        assert torch.equal(fast.nan_to_num(-9.0), slow.nan_to_num(-9.0)) and fast.shape == (2, 8, 8, 6)
+        assert not pool._quarters_apply(x.requires_grad_())  # training keeps max_pool2d's backward
+    onnx = pytest.importorskip("onnx")
+    model = load_model(tiny_weights, TINY_CFG, fuse=True)[0]
+    path = export_utils.export_onnx(model, torch.zeros(1, 3, 64, 64), tmp_path / "t.onnx", True, {})
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "MaxPool" in ops and "Max" not in ops
