@@ -78,9 +78,10 @@ class DarknetMaxPool(nn.Module):
 
     def _quarters_apply(self, x: torch.Tensor) -> bool:
         """The strided-max fast path: 2x2 stride 2, even sizes, no autograd, not inside an export trace."""
-        return (self.size == 2 and self.stride == 2 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
-                and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-                and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export())
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting() \
+                or torch.onnx.is_in_onnx_export():  # first: a trace must not see the shape test below
+            return False
+        return self.size == 2 and self.stride == 2 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (bs, c, h, w) -> (bs, c, h', w')
         if self._quarters_apply(x):
