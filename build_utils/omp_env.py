@@ -76,10 +76,11 @@ def threads_for_free_cores(default: int, start: CpuSample | None,
     end = cpu_sample()
     if "OMP_NUM_THREADS" in environ or start is None or end is None:
         return default, None
-    others = cores_others_use(start, end, os.cpu_count() or 1)
+    n_cpus = os.cpu_count() or 1
+    others = cores_others_use(start, end, n_cpus)
     if others is None:
         return default, None
-    free = (os.cpu_count() or 1) - others
+    free = n_cpus - others
     return max(1, min(default, int(free + 0.5))), others
 
 

@@ -168,3 +168,15 @@ def test_the_policy_is_in_place_when_torch_loads() -> None:
     assert done.stdout.strip() == "PASSIVE"
     order = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
     assert order.index("build_utils.omp_env") < order.index("torch")
+
+
+def test_fit_threads_to_free_cores_shrinks_only_the_cpu_pool(monkeypatch) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch_utils, "threads_for_free_cores", lambda default, start: (1, 1.3))
+    try:
+        assert torch_utils.fit_threads_to_free_cores(torch.device("meta")) == before  # not the CPU: untouched
+        assert torch.get_num_threads() == before
+        assert torch_utils.fit_threads_to_free_cores(torch.device("cpu")) == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
