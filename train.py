@@ -125,6 +125,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr", type=float, default=0.0, metavar="S",
                    help="L1 sparsity on the batch-norm scales, added to their gradients before each step "
                         "(network slimming; then data/scripts/prune.py); 0 = off")
+    p.add_argument("--sr-keep", type=float, default=0.0, metavar="K",
+                   help="with --sr, from the run's half on: the K share of channels with the largest "
+                        "scales (those pruning will keep) get 1%% of the pull; 0 = one pull for all")
+    p.add_argument("--teacher", default="", metavar="PATH",
+                   help="distil from this model while training (a .pt, or .weights with --teacher-cfg): the "
+                        "unpruned model when fine-tuning a pruned cfg; same YOLO layers and classes")
+    p.add_argument("--teacher-cfg", default=None, metavar="CFG", help="the cfg of Darknet --teacher weights")
+    p.add_argument("--distill", type=float, default=1.0, metavar="W",
+                   help="weight of the distillation terms against the label loss (with --teacher)")
     p.add_argument("--evolve", type=int, default=0, metavar="N",
                    help="hyperparameter search: N Optuna trials (needs the [tune] extra); see --evolve-*")
     p.add_argument("--evolve-sampler", choices=("tpe", "cmaes", "ga"), default="tpe",
@@ -147,7 +156,7 @@ def check_options(args: argparse.Namespace) -> None:
     check_img_size(args.img_size)
     for flag in ("epochs", "batch_size", "nbs"):
         check_positive(getattr(args, flag), flag)
-    for flag in ("workers", "patience", "evolve", "save_period_steps", "sr", "close_mosaic"):
+    for flag in ("workers", "patience", "evolve", "save_period_steps", "sr", "close_mosaic", "distill"):
         check_positive(getattr(args, flag), flag, minimum=0)
     if args.save_period_min < 0 or args.dist_timeout <= 0:
         raise UserError(f"--save-period-min {args.save_period_min} must be >= 0 and --dist-timeout "

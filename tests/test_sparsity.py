@@ -56,3 +56,30 @@ def test_sr_option_is_checked_and_recorded(tiny_shapes: Path, tmp_path: Path) ->
     # 0.01 x 0.5 x 1.937 = 0.0097 plus its (much smaller, either-signed) loss gradient
     gammas = torch.cat([v.float() for k, v in ckpt["model"].items() if k.endswith("bn.weight")])
     assert 0.009 < float((1.0 - gammas).median()) < 0.0105
+
+
+def test_sr_keep_leaves_the_largest_scales_one_percent_of_the_pull() -> None:
+    net = _net()  # |gamma| 0.5, 2.0, 0.0, 1.5
+    net(torch.rand(2, 3, 4, 4)).sum().backward()
+    before = net[1].weight.grad.clone()
+    add_bn_l1_grad(net, 0.1, keep_share=0.5)  # the two largest (2.0 and 1.5) are the kept half
+    torch.testing.assert_close(net[1].weight.grad - before, torch.tensor([0.1, -0.001, 0.0, 0.001]))
+
+
+def test_sr_keep_switches_on_at_the_runs_half(tiny_shapes: Path, tmp_path: Path) -> None:
+    def run(name: str, *extra: str) -> torch.Tensor:
+        args = train.get_args_parser().parse_args(
+            ["--cfg", str(REPO / "cfg/yolov3-demo.cfg"), "--data", str(tiny_shapes),
+             "--hyp", str(REPO / "cfg/hyp-demo.yaml"), "--img-size", "64", "--batch-size", "4", "--nbs", "4",
+             "--epochs", "2", "--device", "cpu", "--workers", "0", "--no-amp",
+             "--project", str(tmp_path), "--name", name, "--sr", "0.5", "--notest", "--no-ema", *extra])
+        ckpt = load_checkpoint(Path(train.main(args)["save_dir"]) / "weights" / "last.pt")
+        return torch.cat([v.float() for k, v in ckpt["model"].items() if k.endswith("bn.weight")])
+
+    uniform, kept = run("uniform"), run("keep", "--sr-keep", "0.5")
+    # epoch 0 is the same in both runs; in epoch 1 half the scales lose ~99% of their pull, so they
+    # end higher than in the uniform run, and the other half end where the uniform run puts them
+    higher = kept - uniform
+    share = float((higher > 0.002).float().mean())
+    assert 0.4 < share < 0.6, share
+    assert float(higher.abs().min()) < 1e-3

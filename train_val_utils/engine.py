@@ -54,6 +54,7 @@ from train_val_utils.evaluation.reporting import (
 )
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 from train_val_utils.evaluation.tta import TTA_VIEWS, View, tta_forward
+from train_val_utils.training.distill import Distiller
 from train_val_utils.training.distributed_utils import DistInfo, reduce_sum
 from train_val_utils.training.optim import apply_warmup, warmup_accumulate
 from train_val_utils.training.sparsity import add_bn_l1_grad
@@ -86,6 +87,7 @@ class TrainKit:
     device: torch.device
     dist: DistInfo
     ema_source: nn.Module | None = None
+    distiller: Distiller | None = None  # --teacher: distillation terms join the loss
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class StepSchedule:
     channels_last: bool = False
     sync_every: int = 10  # batches between host reads of the running losses / non-finite flag
     sr: float = 0.0  # --sr: L1 sparsity on the batch-norm scales (0 = off)
+    sr_keep: float = 0.0  # --sr-keep: from the run's half on, this share of channels keeps 1% of the pull
 
 
 def multi_scale_sizes(img_size: int, grid: int = 32) -> list[int]:
@@ -220,7 +223,10 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
         imgs = imgs.contiguous(memory_format=memory_format)
         with torch.autocast(device_type=device.type, dtype=schedule.amp_dtype, enabled=schedule.amp):
             preds = model(imgs)  # list of (bs, na, ny, nx, 5+nc), float16/bfloat16 under AMP
+            teacher_maps = kit.distiller.teacher_maps(imgs) if kit.distiller is not None else None
         loss, items = kit.loss_fn(preds, targets)  # float32 outside autocast: targets, IoU, BCE, sums
+        if kit.distiller is not None and teacher_maps is not None:
+            loss, items = kit.distiller.add_to(loss, items, preds, teacher_maps)
         meter.add(i, loss, items, paths)
         # the loss is a per-batch mean; bs/nbs makes one accumulated step see the mean gradient of ~nbs
         # images; DDP averages gradients over ranks, so each rank counts its images times world_size
@@ -228,7 +234,9 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
         if i - last_step >= warmup_accumulate(ni, schedule.warmup_iters, schedule.accumulate) or i + 1 == nb:
             last_step = i
             if schedule.sr:
-                add_bn_l1_grad(model, schedule.sr, scaler.get_scale() if scaler.is_enabled() else 1.0)
+                keep_share = schedule.sr_keep if 2 * epoch >= epochs else 0.0
+                add_bn_l1_grad(model, schedule.sr, scaler.get_scale() if scaler.is_enabled() else 1.0,
+                               keep_share)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

@@ -41,6 +41,7 @@ from modules.model import DarkNet
 from train_val_utils.engine import StepSchedule, TrainKit, evaluate, scoring_options, train_one_epoch
 from train_val_utils.evaluation.reporting import eta_text
 from train_val_utils.loss import YoloLoss
+from train_val_utils.training.distill import Distiller, load_teacher
 from train_val_utils.training.distributed_utils import DistInfo, barrier, broadcast_object, pin_cpu_threads
 from train_val_utils.training.elastic import mark_run_folder
 from train_val_utils.training.ema import ModelEMA
@@ -200,9 +201,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.ema = ModelEMA(self.model) if run.ema else None
         forward_model = torch.compile(self.model) if run.compile else self.model
-        self.kit = TrainKit(model=forward_model, loss_fn=YoloLoss(self.model, self.hyp, run.img_size),
-                            optimizer=self.optimizer, scaler=self.scaler, ema=self.ema, device=self.device,
-                            dist=self.dist, ema_source=self.model)
+        loss_fn = YoloLoss(self.model, self.hyp, run.img_size)
+        distiller = None
+        if run.teacher:
+            teacher = load_teacher(run.teacher, run.teacher_cfg, self.model, self.device, run.channels_last)
+            distiller = Distiller.for_student(teacher, self.model, loss_fn.gains, run.distill)
+        self.kit = TrainKit(model=forward_model, loss_fn=loss_fn, optimizer=self.optimizer,
+                            scaler=self.scaler, ema=self.ema, device=self.device, dist=self.dist,
+                            ema_source=self.model, distiller=distiller)
 
     def _loader(self, dataset: LoadImagesAndLabels, batch: int, workers: int,
                 sampler: Any = None) -> DataLoader:
@@ -251,7 +257,7 @@ class Trainer:
             accumulate=self.accumulate, nbs=run.nbs, warmup_iters=warmup_iters, img_size=run.img_size,
             optim_hyp=self.optim_hyp,
             multi_scale=run.multi_scale, grid=self.max_stride, amp=self.amp, amp_dtype=self.amp_dtype,
-            seed=run.seed, channels_last=run.channels_last, sr=run.sr)
+            seed=run.seed, channels_last=run.channels_last, sr=run.sr, sr_keep=run.sr_keep)
         logger.info("batch %d per rank x %d rank(s), accumulate %d (nominal batch %d), AMP %s, "
                     "channels_last %s, compile %s", self.batch, world, self.accumulate, run.nbs,
                     f"on ({self.amp_dtype})" if self.amp else "off", run.channels_last, run.compile)

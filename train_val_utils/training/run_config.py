@@ -66,6 +66,10 @@ class RunConfig:
     compile: bool
     image_weights: bool
     sr: float
+    sr_keep: float
+    teacher: str
+    teacher_cfg: str | None
+    distill: float
     evolve: int
     evolve_sampler: str
     evolve_storage: str | None

@@ -24,17 +24,35 @@ def bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
+KEPT_PULL = 0.01  # share of the L1 pull left on the channels --sr-keep protects
+
+
 @torch.no_grad()
-def add_bn_l1_grad(model: nn.Module, sr: float, grad_scale: float = 1.0) -> None:
-    """grad(gamma) += sr * grad_scale * sign(gamma) for every batch norm; no-op when sr is 0."""
+def add_bn_l1_grad(model: nn.Module, sr: float, grad_scale: float = 1.0, keep_share: float = 0.0) -> None:
+    """grad(gamma) += sr * grad_scale * sign(gamma) for every batch norm; no-op when sr is 0.
+
+    `keep_share` > 0 (`--sr-keep`, second half of a run): the share of all channels with the largest
+    |gamma| (ranked over the whole network, as pruning ranks them) get KEPT_PULL of the pull, so the
+    channels pruning will keep recover from the penalty while the rest are driven towards zero and
+    their removal costs little.
+    """
     if not sr:
         return
-    for bn in bn_layers(model):
-        if bn.weight is None or not bn.weight.requires_grad:
-            continue  # frozen layers (--freeze) keep their scales
+    layers = [bn for bn in bn_layers(model) if bn.weight is not None and bn.weight.requires_grad]
+    if not layers:  # frozen layers (--freeze) keep their scales
+        return
+    threshold = None
+    if keep_share > 0:
+        scales = torch.cat([bn.weight.detach().abs().flatten() for bn in layers])  # (all channels,)
+        k = max(int(round(scales.numel() * (1.0 - keep_share))), 1)
+        threshold = scales.kthvalue(k).values  # channels above it are kept
+    for bn in layers:
         if bn.weight.grad is None:
             bn.weight.grad = torch.zeros_like(bn.weight)
-        bn.weight.grad.add_(torch.sign(bn.weight), alpha=sr * grad_scale)
+        pull = torch.sign(bn.weight)  # (channels,)
+        if threshold is not None:
+            pull = torch.where(bn.weight.abs() > threshold, pull * KEPT_PULL, pull)
+        bn.weight.grad.add_(pull, alpha=sr * grad_scale)
 
 
 def bn_scales(model: nn.Module) -> np.ndarray:
