@@ -144,3 +144,12 @@ def test_nested_duplicates_and_latin1_in_hyp(tmp_path):
     latin.write_bytes("# réglé\nlr0: 0.01\n".encode("latin-1"))
     with pytest.raises(HypError, match=r"latin\.yaml:1: byte offset 3 \(0xe9\) is not valid UTF-8"):
         load_hyp(latin)
+
+
+@pytest.mark.parametrize(("name", "lr0"), [("hyp-sparsity.yaml", 0.01), ("hyp-pruned.yaml", 0.02)])
+def test_pruning_hyps_are_the_shipped_one_with_another_lr0(repo_root, name, lr0):
+    """The pruning recipe's hyp files differ from cfg/hyp.yaml in lr0 only (README, BENCHMARKS.md)."""
+    hyp = load_hyp(repo_root / "cfg" / name)
+    assert hyp["lr0"] == lr0
+    others = {k: v for k, v in DEFAULT_HYP.items() if k != "lr0"}
+    assert {k: v for k, v in hyp.items() if k != "lr0"} == others

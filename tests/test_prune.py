@@ -181,3 +181,19 @@ def test_prune_script_writes_cfg_pt_and_weights_that_round_trip(tmp_path: Path) 
     assert (tmp_path / "again.weights").read_bytes() == Path(out["weights"]).read_bytes()
     with pytest.raises(SystemExit):
         prune.get_args_parser().parse_args(["--weights", "x.pt"])  # needs --percent or --target-flops
+
+
+def test_prune_script_names_the_sparsity_runs_start_as_the_teacher(tmp_path: Path) -> None:
+    from data.scripts.prune import teacher_hint
+
+    start = tmp_path / "start.weights"
+    start.write_bytes(b"\0" * 20)
+    for options, want in (({"weights": str(start), "cfg": "cfg/yolov3-tiny.cfg"},
+                           f" --teacher {start} --teacher-cfg cfg/yolov3-tiny.cfg"),
+                          ({"weights": str(tmp_path / "gone.pt"), "cfg": "x.cfg"}, ""),
+                          ({"weights": "", "cfg": "x.cfg"}, "")):
+        torch.save({"options": options}, tmp_path / "sparse.pt")
+        assert teacher_hint(tmp_path / "sparse.pt") == want
+    torch.save({"options": {"weights": str(tmp_path / "sparse.pt"), "cfg": "x.cfg"}}, tmp_path / "b.pt")
+    assert teacher_hint(tmp_path / "b.pt") == f" --teacher {tmp_path / 'sparse.pt'}"  # a .pt has its cfg
+    assert teacher_hint(start) == ""  # Darknet weights record no training options

@@ -1,8 +1,8 @@
 """Remove the channels with the smallest batch-norm scales; write a slimmer plain Darknet cfg and weights.
 
-    python train.py --cfg cfg/yolov3-tiny.cfg --weights yolov3-tiny.weights --sr 0.05 ...    # 1. sparsity
-    python data/scripts/prune.py --weights runs/train/exp/weights/last.pt --target-flops 0.5  # 2. prune
-    python train.py --cfg last-pruned.cfg --weights last-pruned.pt ...                       # 3. fine-tune
+    python train.py --cfg cfg/yolov3-tiny.cfg --weights yolov3-tiny.weights --sr 0.1 --sr-keep 0.5 ...  # 1.
+    python data/scripts/prune.py --weights runs/train/exp/weights/last.pt --target-flops 0.5            # 2.
+    python train.py --cfg last-pruned.cfg --weights last-pruned.pt --teacher yolov3-tiny.weights ...    # 3.
 
 Writes OUT.cfg, OUT.pt and OUT.weights (OUT defaults to the weights' path with `-pruned`) and prints
 GFLOPs and parameters before and after. The threshold on |gamma| is global; shortcut sums, route
@@ -20,6 +20,7 @@ from pathlib import Path
 from build_utils.cli import ArgumentParser, check_img_size, run_cli, setup_logging
 from build_utils.errors import UserError
 from build_utils.parse_config import load_class_names
+from modules.checkpoint import load_checkpoint
 from modules.export_utils import load_for_conversion, save_as_checkpoint, save_as_darknet
 from modules.prune_apply import prune_model
 
@@ -60,6 +61,18 @@ def check_options(args: argparse.Namespace) -> None:
         raise UserError(f"--multiple {args.multiple}: must be at least 1")
 
 
+def teacher_hint(weights: str | Path) -> str:
+    """` --teacher W [--teacher-cfg C]` naming the weights the sparsity run started from (read from the
+    checkpoint's options), the distillation teacher the README's recipe uses; '' when unknown."""
+    if Path(weights).suffix != ".pt":
+        return ""
+    options = load_checkpoint(weights).get("options") or {}
+    start, cfg = options.get("weights"), options.get("cfg")
+    if not start or not Path(start).is_file():
+        return ""
+    return f" --teacher {start}" + (f" --teacher-cfg {cfg}" if Path(start).suffix != ".pt" and cfg else "")
+
+
 def main(args: argparse.Namespace) -> dict[str, str]:
     """Prune and write OUT.cfg/.pt/.weights; returns their paths."""
     setup_logging(args.verbose)
@@ -84,8 +97,8 @@ def main(args: argparse.Namespace) -> dict[str, str]:
     logger.info("pruned %.2f%% of the prunable channels", percent)
     for line in summary.lines():
         logger.info("%s", line)
-    logger.info("wrote %s, %s, %s; fine-tune with: python train.py --cfg %s --weights %s",
-                cfg_path, pt, weights, cfg_path, pt)
+    logger.info("wrote %s, %s, %s; fine-tune with: python train.py --cfg %s --weights %s%s",
+                cfg_path, pt, weights, cfg_path, pt, teacher_hint(args.weights))
     return {"cfg": str(cfg_path), "pt": str(pt), "weights": str(weights)}
 
 

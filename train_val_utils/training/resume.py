@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 BEFORE_THE_OPTION_EXISTED = {"channels_last": False, "compile": False, "image_weights": False,
                              "save_period_steps": 0, "save_period_min": 0.0,
                              "dist_timeout": DEFAULT_DIST_TIMEOUT_S, "sr": 0.0, "sr_keep": 0.0,
-                             "close_mosaic": 0, "teacher": "", "teacher_cfg": None, "distill": 1.0}
+                             "close_mosaic": 0, "teacher": "", "teacher_cfg": None, "distill": 0.25}
 
 
 def mark_finished(ckpt: dict[str, Any]) -> dict[str, Any]:
