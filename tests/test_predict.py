@@ -154,8 +154,8 @@ def test_video_round_trip_and_batching(tmp_path: Path, tiny_weights: Path, darkn
     for k in range(5):
         writer.write(np.roll(dog, 8 * k, axis=1))
     writer.release()
-    run(tmp_path / "b1", tiny_weights, video, "--save-txt")
-    run(tmp_path / "b4", tiny_weights, video, "--save-txt", "--batch-size", "4", "--nosave")
+    run(tmp_path / "b1", tiny_weights, video, "--save-txt", "--batch-size", "1")
+    run(tmp_path / "b4", tiny_weights, video, "--save-txt", "--nosave")  # files default to batches of 4
     out = tmp_path / "b1" / "exp" / "clip.mp4"
     cap = cv2.VideoCapture(str(out))
     frames = []
@@ -185,3 +185,53 @@ def test_cli_reports_user_errors(tmp_path: Path, tiny_weights: Path, capsys: pyt
         ["--weights", str(tiny_weights), "--source", str(tmp_path / "nothing"), "--project", str(tmp_path)])
     assert run_cli(predict.main, args) == 2
     assert "--source" in capsys.readouterr().err
+
+
+def _frames(shapes: list[tuple[int, int]]) -> list:
+    from build_utils.dataset.augment import Letterboxed
+    from train_val_utils.predict.sources import Frame
+
+    return [Frame(path=Path(f"{i}.jpg"), rel=Path(f"{i}.jpg"), index=i + 1, total=len(shapes),
+                  img=np.zeros((2, 2, 3), np.uint8), kind="image",
+                  net_input=Letterboxed(chw=np.zeros((3, *hw), np.uint8), gain_wh=(1.0, 1.0),
+                                        pad_wh=(0.0, 0.0)))
+            for i, hw in enumerate(shapes)]
+
+
+def test_shape_batches_fill_batches_from_the_look_ahead_and_in_order_restores_the_order() -> None:
+    from train_val_utils.predict.predictor import InOrder, shape_batches
+
+    a, b, c = (320, 416), (288, 416), (416, 416)
+    frames = _frames([a, b, a, b, c, a, b, a])
+    held = []  # frames read but not yet in a yielded batch, after each batch
+
+    def counted():
+        for n, frame in enumerate(frames, 1):
+            counted.read = n
+            yield frame
+
+    counted.read = 0
+    batches = []
+    for batch in shape_batches(counted(), 2, window=4):
+        batches.append([p for p, _ in batch])
+        held.append(counted.read - sum(map(len, batches)))
+    assert batches == [[0, 2], [1, 3], [5, 7], [4], [6]]  # [4] waited alone until the stream ended
+    assert all(len({frames[p].net_input.chw.shape for p in batch}) == 1 for batch in batches)
+    assert max(held) <= 4
+    # a window of one batch groups only neighbours (no two neighbours share a shape here)
+    assert [[p for p, _ in bt] for bt in shape_batches(frames, 2, window=2)] == [[0], [1], [2], [3], [4], [5],
+                                                                                  [6], [7]]
+    order, out = InOrder(), []
+    for batch in batches:
+        for p in batch:
+            order.add(p, p)
+        out += list(order.ready())
+    assert out == list(range(8))
+
+
+def test_default_batch_is_four_for_files_and_one_for_live_sources(tmp_path: Path) -> None:
+    from train_val_utils.predict.sources import SourceSpec
+
+    assert predict.default_batch_size(SourceSpec(files=[tmp_path / "a.jpg"])) == 4
+    assert predict.default_batch_size(SourceSpec(files=[Path("camera0.mp4")], camera=0)) == 1
+    assert predict.default_batch_size(SourceSpec(files=[Path("s.mp4")], url="rtsp://h/s")) == 1

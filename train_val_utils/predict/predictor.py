@@ -2,9 +2,10 @@
 
 Three stages run at once: a prefetch thread decodes and letterboxes (`sources.py`), the
 calling thread runs the model and NMS, and a writer thread draws and saves
-(`train_val_utils.predict.detections_io`). Consecutive frames with the same letterboxed shape are batched
-up to `batch_size`; letterboxing pads only to the next multiple of the stride (`auto=True`), so a
-4:3 photo at 416 runs at 416x320 instead of 416x416.
+(`train_val_utils.predict.detections_io`). Frames with the same letterboxed shape are batched up to
+`batch_size`, from a look-ahead of a few batches (results are logged and saved in file order);
+letterboxing pads only to the next multiple of the stride (`auto=True`), so a 4:3 photo at 416 runs at
+416x320 instead of 416x416.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +33,9 @@ from train_val_utils.predict.detections_io import ResultWriter, summary_text
 from train_val_utils.predict.sources import Frame, FramePrefetcher, SourceSpec
 
 logger = logging.getLogger(__name__)
+
+LOOKAHEAD_BATCHES = 4  # a file source holds back up to this many batches' worth of frames to fill batches
+AUTO_BATCH_FILES = 4  # predict.py's default --batch-size for files (1 for a camera or a live stream)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,16 +73,48 @@ class PredictStats:
     json_path: Path | None = None
 
 
-def same_shape_batches(frames: Iterable[Frame], batch_size: int) -> Iterator[list[Frame]]:
-    """Group consecutive frames whose letterboxed inputs share a shape, at most `batch_size` each."""
-    batch: list[Frame] = []
-    for frame in frames:
-        if batch and (len(batch) == batch_size or batch[0].net_input.chw.shape != frame.net_input.chw.shape):
-            yield batch
-            batch = []
-        batch.append(frame)
-    if batch:
-        yield batch
+def shape_batches(frames: Iterable[Frame], batch_size: int, window: int) -> Iterator[list[tuple[int, Frame]]]:
+    """Batches of up to `batch_size` frames whose letterboxed inputs share a shape, each frame with its
+    0-based read position, drawn from at most `window` frames held back.
+
+    A folder of photos mixes aspect ratios (coco128: 14 letterboxed shapes at 416, rarely two alike in a
+    row), so grouping only consecutive frames would run batches of one. Holding a few frames back and
+    grouping them by shape runs full batches; the caller puts the results back in read order
+    (`InOrder`). With `window` <= `batch_size` no frame waits for a later one (live sources).
+    """
+    pending: dict[tuple[int, ...], list[tuple[int, Frame]]] = {}  # by shape; first key = oldest frame
+    held = 0
+    for position, frame in enumerate(frames):
+        shape = tuple(frame.net_input.chw.shape)
+        group = pending.setdefault(shape, [])
+        group.append((position, frame))
+        held += 1
+        if len(group) == batch_size:
+            held -= len(pending.pop(shape))
+            yield group
+        elif held >= window:  # hold no more: run the group that keeps the oldest frame waiting
+            oldest = pending.pop(next(iter(pending)))
+            held -= len(oldest)
+            yield oldest
+    while pending:
+        yield pending.pop(next(iter(pending)))
+
+
+class InOrder:
+    """Results handed back in read order: `add(position, item)` then `ready()` yields every item whose
+    predecessors have all arrived (what `shape_batches` reordered)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.waiting: dict[int, Any] = {}
+
+    def add(self, position: int, item: Any) -> None:
+        self.waiting[position] = item
+
+    def ready(self) -> Iterator[Any]:
+        while self.next in self.waiting:
+            yield self.waiting.pop(self.next)
+            self.next += 1
 
 
 @torch.inference_mode()
@@ -118,6 +155,8 @@ def run_predict(model: Backend | torch.nn.Module, names: Sequence[str] | None, s
     """Run the model over every frame of `spec`, log one line per frame, and hand results to `writer`."""
     stride = int(getattr(model, "max_stride", 32))
     size, auto = (opts.fixed_hw, False) if opts.fixed_hw is not None else (opts.img_size, True)
+    live = spec.camera is not None or spec.url is not None
+    window = opts.batch_size if live else LOOKAHEAD_BATCHES * opts.batch_size  # frames held back
     loader = FramePrefetcher(spec, transform=lambda img: letterbox_chw(img, size, stride=stride, auto=auto),
                              maxsize=max(8, 2 * opts.batch_size))
     stats = PredictStats()
@@ -127,12 +166,15 @@ def run_predict(model: Backend | torch.nn.Module, names: Sequence[str] | None, s
                                        unit="file", desc="predict") as bar:
         last_index = 0
         try:
-            for batch in same_shape_batches(loader, opts.batch_size):
-                dets, t_fwd, t_nms = detect_batch(model, batch, opts, device)
+            in_order = InOrder()
+            for batch in shape_batches(loader, opts.batch_size, window):
+                dets, t_fwd, t_nms = detect_batch(model, [frame for _, frame in batch], opts, device)
                 stats.forward_s += t_fwd
                 stats.nms_s += t_nms
                 ms = (t_fwd + t_nms) * 1000 / len(batch)
-                for frame, det in zip(batch, dets):
+                for (position, frame), det in zip(batch, dets):
+                    in_order.add(position, (frame, det))
+                for frame, det in in_order.ready():
                     stats.images += 1
                     stats.decode_s += frame.decode_s
                     logger.info(image_line(frame, det, names, ms))
