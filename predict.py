@@ -39,7 +39,7 @@ from train_val_utils.evaluation.nms import NMS_AUTO, NMS_CHOICES, NMS_HELP
 from train_val_utils.evaluation.thresholds import DEPLOY_CONF_THRES, DEPLOY_IOU_THRES
 from train_val_utils.predict.detections_io import ResultWriter
 from train_val_utils.predict.predictor import AUTO_BATCH_FILES, PredictOptions, PredictStats, run_predict
-from train_val_utils.predict.sources import SourceSpec, resolve_source
+from train_val_utils.predict.sources import SourceSpec, is_image, resolve_source
 
 logger = logging.getLogger("predict")
 
@@ -99,7 +99,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def default_batch_size(spec: SourceSpec) -> int:
     """--batch-size left out: batches for files (a folder of photos runs about 1.2x faster on a CPU at 4,
     BENCHMARKS.md), one frame at a time for a camera or live stream, where waiting for more adds latency."""
-    return 1 if spec.camera is not None or spec.url is not None else AUTO_BATCH_FILES
+    if spec.camera is not None or spec.url is not None:
+        return 1
+    if all(is_image(path) for path in spec.files):  # no more than there are photos (memory check, log)
+        return max(min(AUTO_BATCH_FILES, len(spec.files)), 1)
+    return AUTO_BATCH_FILES
 
 
 def check_args(args: argparse.Namespace) -> None:

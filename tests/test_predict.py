@@ -232,6 +232,9 @@ def test_shape_batches_fill_batches_from_the_look_ahead_and_in_order_restores_th
 def test_default_batch_is_four_for_files_and_one_for_live_sources(tmp_path: Path) -> None:
     from train_val_utils.predict.sources import SourceSpec
 
-    assert predict.default_batch_size(SourceSpec(files=[tmp_path / "a.jpg"])) == 4
+    photos = [tmp_path / f"{i}.jpg" for i in range(6)]
+    assert predict.default_batch_size(SourceSpec(files=photos)) == 4
+    assert predict.default_batch_size(SourceSpec(files=photos[:2])) == 2  # no more than the photos
+    assert predict.default_batch_size(SourceSpec(files=[tmp_path / "a.mp4"])) == 4  # a video's frames
     assert predict.default_batch_size(SourceSpec(files=[Path("camera0.mp4")], camera=0)) == 1
     assert predict.default_batch_size(SourceSpec(files=[Path("s.mp4")], url="rtsp://h/s")) == 1
