@@ -70,6 +70,8 @@ def test_a_teacher_with_other_yolo_layers_is_a_user_error(tmp_path: Path) -> Non
                 "class_names": [str(i) for i in range(80)]}, tmp_path / "tiny.pt")
     with pytest.raises(UserError, match="tiny.pt.*differ from the student"):
         load_teacher(tmp_path / "tiny.pt", None, _demo(0), torch.device("cpu"), False)
+    with pytest.raises(UserError, match="--teacher .*gone.pt: file not found"):
+        load_teacher(tmp_path / "gone.pt", None, _demo(0), torch.device("cpu"), False)
 
 
 def test_train_with_a_teacher(tiny_shapes: Path, tmp_path: Path) -> None:

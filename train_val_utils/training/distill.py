@@ -48,6 +48,9 @@ def load_teacher(path: str | Path, cfg: str | Path | None, student: nn.Module,
     `path` is a `.pt` checkpoint (its cfg inside) or Darknet `.weights` with `cfg`. A teacher whose YOLO
     layers differ from the student's is a user error naming both.
     """
+    if not Path(path).is_file():
+        raise UserError(f"--teacher {path}: file not found; pass the model to distil from (a .pt, or Darknet "
+                        ".weights with --teacher-cfg)")
     teacher, _ = load_model(path, cfg, device=device, fuse=True)
     want, got = _head_signature(student), _head_signature(teacher)
     if want != got:
