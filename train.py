@@ -159,6 +159,13 @@ def check_options(args: argparse.Namespace) -> None:
         check_positive(getattr(args, flag), flag)
     for flag in ("workers", "patience", "evolve", "save_period_steps", "sr", "close_mosaic", "distill"):
         check_positive(getattr(args, flag), flag, minimum=0)
+    if not 0 <= args.sr_keep < 1:
+        raise UserError(f"--sr-keep {args.sr_keep}: a share of the channels in [0, 1) (0.5 keeps half)")
+    if args.sr_keep and not args.sr:
+        raise UserError(f"--sr-keep {args.sr_keep} without --sr: pass --sr S, the L1 pull it shares out")
+    if args.teacher_cfg and not args.teacher:
+        raise UserError(f"--teacher-cfg {args.teacher_cfg} without --teacher: pass the Darknet weights to "
+                        "distil from")
     if args.save_period_min < 0 or args.dist_timeout <= 0:
         raise UserError(f"--save-period-min {args.save_period_min} must be >= 0 and --dist-timeout "
                         f"{args.dist_timeout} > 0 (minutes, seconds)")

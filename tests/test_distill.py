@@ -72,6 +72,10 @@ def test_a_teacher_with_other_yolo_layers_is_a_user_error(tmp_path: Path) -> Non
         load_teacher(tmp_path / "tiny.pt", None, _demo(0), torch.device("cpu"), False)
     with pytest.raises(UserError, match="--teacher .*gone.pt: file not found"):
         load_teacher(tmp_path / "gone.pt", None, _demo(0), torch.device("cpu"), False)
+    with pytest.raises(UserError, match="a .pt carries its own cfg"):
+        load_teacher(tmp_path / "tiny.pt", REPO / "cfg/yolov3-tiny.cfg", _demo(0), torch.device("cpu"), False)
+    with pytest.raises(UserError, match="--teacher-cfg .* without --teacher"):
+        train.main(train.get_args_parser().parse_args(["--teacher-cfg", "cfg/yolov3-tiny.cfg"]))
 
 
 def test_train_with_a_teacher(tiny_shapes: Path, tmp_path: Path) -> None:
@@ -94,3 +98,14 @@ def test_train_with_a_teacher(tiny_shapes: Path, tmp_path: Path) -> None:
     assert float(losses[1]["obj_loss"]) > float(losses[0]["obj_loss"]) + 0.1
     with pytest.raises(UserError, match="--distill -1"):
         run("bad", "--teacher", str(teacher), "--distill", "-1")
+    # --distill 0 leaves the teacher unloaded: the same losses as the plain run
+    off = run("off", "--teacher", str(tmp_path / "not-even-there.pt"), "--distill", "0")
+    losses = [np.genfromtxt(run / "results.csv", delimiter=",", names=True) for run in (plain, off)]
+    assert float(losses[1]["obj_loss"]) == float(losses[0]["obj_loss"])
+    # a resumed run may name the teacher at its new path
+    moved = tmp_path / "moved.pt"
+    teacher.rename(moved)
+    args = train.get_args_parser().parse_args(
+        ["--resume", str(taught / "weights" / "last.pt"), "--epochs", "2", "--teacher", str(moved)])
+    resumed = load_checkpoint(Path(train.main(args)["save_dir"]) / "weights" / "last.pt")
+    assert resumed["options"]["teacher"] == str(moved) and resumed["epoch"] == 1

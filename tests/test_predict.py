@@ -221,6 +221,16 @@ def test_shape_batches_fill_batches_from_the_look_ahead_and_in_order_restores_th
     # a window of one batch groups only neighbours (no two neighbours share a shape here)
     assert [[p for p, _ in bt] for bt in shape_batches(frames, 2, window=2)] == [[0], [1], [2], [3], [4], [5],
                                                                                   [6], [7]]
+    # one portrait photo before a long run of landscape frames is not held to the end (nor are the
+    # results after it): it runs alone once `window` frames have been read after it
+    rare_first = _frames([a] + [b] * 40)
+    order, most_waiting = InOrder(), 0
+    for batch in shape_batches(rare_first, 4, window=16):
+        for p, _ in batch:
+            order.add(p, p)
+        most_waiting = max(most_waiting, len(order.waiting))
+        list(order.ready())
+    assert order.next == 41 and most_waiting <= 16
     order, out = InOrder(), []
     for batch in batches:
         for p in batch:

@@ -83,3 +83,13 @@ def test_sr_keep_switches_on_at_the_runs_half(tiny_shapes: Path, tmp_path: Path)
     share = float((higher > 0.002).float().mean())
     assert 0.4 < share < 0.6, share
     assert float(higher.abs().min()) < 1e-3
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--sr", "0.1", "--sr-keep", "50"], "--sr-keep 50.0: a share"),
+    (["--sr", "0.1", "--sr-keep", "-0.1"], "--sr-keep -0.1: a share"),
+    (["--sr-keep", "0.5"], "--sr-keep 0.5 without --sr"),
+])
+def test_sr_keep_is_checked(flags: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        train.main(train.get_args_parser().parse_args(flags))

@@ -203,7 +203,7 @@ class Trainer:
         forward_model = torch.compile(self.model) if run.compile else self.model
         loss_fn = YoloLoss(self.model, self.hyp, run.img_size)
         distiller = None
-        if run.teacher:
+        if run.teacher and run.distill > 0:  # --distill 0 turns the teacher off without editing the command
             teacher = load_teacher(run.teacher, run.teacher_cfg, self.model, self.device, run.channels_last)
             distiller = Distiller.for_student(teacher, self.model, loss_fn.gains, run.distill)
         self.kit = TrainKit(model=forward_model, loss_fn=loss_fn, optimizer=self.optimizer,

@@ -97,8 +97,12 @@ def main(args: argparse.Namespace) -> dict[str, str]:
     logger.info("pruned %.2f%% of the prunable channels", percent)
     for line in summary.lines():
         logger.info("%s", line)
-    logger.info("wrote %s, %s, %s; fine-tune with: python train.py --cfg %s --weights %s%s",
-                cfg_path, pt, weights, cfg_path, pt, teacher_hint(args.weights))
+    logger.info("wrote %s, %s, %s; fine-tune with: python train.py --cfg %s --weights %s",
+                cfg_path, pt, weights, cfg_path, pt)
+    hint = teacher_hint(args.weights)
+    if hint:
+        logger.info("and distil from the weights the sparsity run started from, if they predict the same "
+                    "classes with the same anchors (README, pruning):%s", hint)
     return {"cfg": str(cfg_path), "pt": str(pt), "weights": str(weights)}
 
 

@@ -75,7 +75,7 @@ class PredictStats:
 
 def shape_batches(frames: Iterable[Frame], batch_size: int, window: int) -> Iterator[list[tuple[int, Frame]]]:
     """Batches of up to `batch_size` frames whose letterboxed inputs share a shape, each frame with its
-    0-based read position, drawn from at most `window` frames held back.
+    0-based read position; no frame is held back while `window` frames are read after it.
 
     A folder of photos mixes aspect ratios (coco128: 14 letterboxed shapes at 416, rarely two alike in a
     row), so grouping only consecutive frames would run batches of one. Holding a few frames back and
@@ -83,19 +83,16 @@ def shape_batches(frames: Iterable[Frame], batch_size: int, window: int) -> Iter
     (`InOrder`). With `window` <= `batch_size` no frame waits for a later one (live sources).
     """
     pending: dict[tuple[int, ...], list[tuple[int, Frame]]] = {}  # by shape; first key = oldest frame
-    held = 0
     for position, frame in enumerate(frames):
         shape = tuple(frame.net_input.chw.shape)
         group = pending.setdefault(shape, [])
         group.append((position, frame))
-        held += 1
         if len(group) == batch_size:
-            held -= len(pending.pop(shape))
-            yield group
-        elif held >= window:  # hold no more: run the group that keeps the oldest frame waiting
-            oldest = pending.pop(next(iter(pending)))
-            held -= len(oldest)
-            yield oldest
+            yield pending.pop(shape)
+        # no frame waits `window` reads: a rare shape among frequent ones would otherwise wait to the end,
+        # and `InOrder` would hold every later result until it came
+        while pending and position - pending[next(iter(pending))][0][0] + 1 >= window:
+            yield pending.pop(next(iter(pending)))
     while pending:
         yield pending.pop(next(iter(pending)))
 
@@ -173,11 +170,11 @@ def run_predict(model: Backend | torch.nn.Module, names: Sequence[str] | None, s
                 stats.nms_s += t_nms
                 ms = (t_fwd + t_nms) * 1000 / len(batch)
                 for (position, frame), det in zip(batch, dets):
-                    in_order.add(position, (frame, det))
-                for frame, det in in_order.ready():
+                    in_order.add(position, (frame, det, ms))
+                for frame, det, frame_ms in in_order.ready():  # the ms of the batch that frame ran in
                     stats.images += 1
                     stats.decode_s += frame.decode_s
-                    logger.info(image_line(frame, det, names, ms))
+                    logger.info(image_line(frame, det, names, frame_ms))
                     writer.put(frame, det)
                     bar.update(frame.index - last_index)
                     last_index = frame.index

@@ -53,6 +53,9 @@ def load_teacher(path: str | Path, cfg: str | Path | None, student: nn.Module,
     if not Path(path).is_file():
         raise UserError(f"--teacher {path}: file not found; pass the model to distil from (a .pt, or Darknet "
                         ".weights with --teacher-cfg)")
+    if cfg is not None and Path(path).suffix == ".pt":
+        raise UserError(f"--teacher-cfg {cfg} with --teacher {path}: a .pt carries its own cfg; drop "
+                        "--teacher-cfg (it is for Darknet .weights)")
     teacher, _ = load_model(path, cfg, device=device, fuse=True)
     want, got = _head_signature(student), _head_signature(teacher)
     if want != got:

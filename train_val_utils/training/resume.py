@@ -51,7 +51,7 @@ def epochs_done(ckpt: Mapping[str, Any], epochs: int) -> bool:
 
 # Options a resumed run may change; everything else comes from the checkpoint.
 RESUME_CHANGEABLE = ("device", "workers", "batch_size", "epochs", "resume", "verbose", "save_period_steps",
-                     "save_period_min", "dist_timeout")
+                     "save_period_min", "dist_timeout", "teacher", "teacher_cfg")  # a moved teacher file
 
 
 def is_unfinished(path: Path) -> bool:

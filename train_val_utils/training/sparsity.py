@@ -32,9 +32,9 @@ def add_bn_l1_grad(model: nn.Module, sr: float, grad_scale: float = 1.0, keep_sh
     """grad(gamma) += sr * grad_scale * sign(gamma) for every batch norm; no-op when sr is 0.
 
     `keep_share` > 0 (`--sr-keep`, second half of a run): the share of all channels with the largest
-    |gamma| (ranked over the whole network, as pruning ranks them) get KEPT_PULL of the pull, so the
-    channels pruning will keep recover from the penalty while the rest are driven towards zero and
-    their removal costs little.
+    |gamma| (ranked over the whole network channel by channel; pruning ranks coupled channels together)
+    get KEPT_PULL of the pull, so the channels pruning will keep recover from the penalty while the rest
+    are driven towards zero and their removal costs little.
     """
     if not sr:
         return
