@@ -186,3 +186,10 @@ def wh_iou(wh1: torch.Tensor, wh2: torch.Tensor) -> torch.Tensor:
     wh2 = wh2[None]  # (1, m, 2)
     inter = torch.min(wh1, wh2).prod(2)  # (n, m)
     return inter / (wh1.prod(2) + wh2.prod(2) - inter)
+
+
+def grid_boxes(raw: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Predicted boxes `cx, cy, w, h` in grid units from raw outputs (..., >=4): centres as the sigmoid
+    offset in their cell, sizes as exp(t) (capped) times `anchors` (grid units, broadcast against the
+    rows). The one decoding the box loss and the distillation loss share. -> (..., 4)"""
+    return torch.cat((raw[..., :2].sigmoid(), raw[..., 2:4].exp().clamp(max=1e3) * anchors), dim=-1)

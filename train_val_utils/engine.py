@@ -225,8 +225,8 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
             preds = model(imgs)  # list of (bs, na, ny, nx, 5+nc), float16/bfloat16 under AMP
             teacher_maps = kit.distiller.teacher_maps(imgs) if kit.distiller is not None else None
         loss, items = kit.loss_fn(preds, targets)  # float32 outside autocast: targets, IoU, BCE, sums
-        if kit.distiller is not None and teacher_maps is not None:
-            loss, items = kit.distiller.add_to(loss, items, preds, teacher_maps)
+        if teacher_maps is not None:
+            loss, items = kit.distiller.add_to(loss, items, preds, teacher_maps)  # type: ignore[union-attr]
         meter.add(i, loss, items, paths)
         # the loss is a per-batch mean; bs/nbs makes one accumulated step see the mean gradient of ~nbs
         # images; DDP averages gradients over ranks, so each rank counts its images times world_size

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from build_utils.geometry import bbox_iou, wh_iou
+from build_utils.geometry import bbox_iou, grid_boxes, wh_iou
 from build_utils.hyp import LossHyp, loss_hyp
 from build_utils.torch_utils import unwrap_model
 
@@ -170,9 +170,7 @@ class YoloLoss:
             n = b.shape[0]
             if n:
                 ps = pi[b, a, gj, gi]  # (n, 5+nc) predictions at matched anchors
-                pxy = ps[:, :2].sigmoid()
-                pwh = ps[:, 2:4].exp().clamp(max=1e3) * anchors[i]  # (n, 2) grid units
-                iou = bbox_iou(torch.cat((pxy, pwh), dim=1), tbox[i], kind=self.iou_kind)  # (n,)
+                iou = bbox_iou(grid_boxes(ps, anchors[i]), tbox[i], kind=self.iou_kind)  # (n,)
                 lbox = lbox + (1.0 - iou).mean()
                 tobj[b, a, gj, gi] = (1.0 - self.gr) + self.gr * iou.detach().clamp(0)
                 if self.nc > 1:

@@ -54,7 +54,13 @@ from train_val_utils.training.run_config import RunConfig, resolve_amp
 from train_val_utils.training.run_logger import RunLogger, write_args_yaml
 from train_val_utils.training.sparsity import bn_scales, plot_bn_histogram
 from train_val_utils.training.train_plots import plot_labels, plot_results
-from train_val_utils.training.train_setup import ClassTransfer, freeze_layers, load_start_weights, mosaic_plan
+from train_val_utils.training.train_setup import (
+    ClassTransfer,
+    first_closed_epoch,
+    freeze_layers,
+    load_start_weights,
+    mosaic_plan,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +234,8 @@ class Trainer:
         common = dict(img_size=run.img_size, hyp=self.hyp, single_cls=run.single_cls, stride=self.max_stride,
                       nc=int(self.data["classes"]), strict=run.strict, cache_images=run.cache_images)
         self.train_set = LoadImagesAndLabels(self.data["train"], batch_size=self.batch, augment=True,
-                                             rect=run.rect, seed=run.seed,
-                                             mosaic_epochs=max(run.epochs - run.close_mosaic, 0), **common)
+                                             rect=run.rect, seed=run.seed, **common,
+                                             mosaic_epochs=first_closed_epoch(run.epochs, run.close_mosaic))
         if run.image_weights:
             if run.rect:
                 raise UserError("--image-weights draws images at random, --rect needs them in aspect order; "

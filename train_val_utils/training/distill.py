@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from build_utils.errors import UserError
-from build_utils.geometry import bbox_iou
+from build_utils.geometry import bbox_iou, grid_boxes
 from build_utils.torch_utils import unwrap_model
 from modules.loading import load_model
 
@@ -69,14 +69,6 @@ def load_teacher(path: str | Path, cfg: str | Path | None, student: nn.Module,
     return teacher
 
 
-def _boxes(raw: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Boxes `cx, cy, w, h` in grid units from raw maps (bs, na, ny, nx, >=4) -> (bs*na*ny*nx, 4); centres
-    as offsets in their cell (both models share the cell), sizes from `anchors` (na, 2) in grid units."""
-    xy = raw[..., :2].sigmoid()
-    wh = raw[..., 2:4].exp().clamp(max=1e3) * anchors[None, :, None, None, :]
-    return torch.cat((xy, wh), dim=-1).reshape(-1, 4)
-
-
 @dataclass
 class Distiller:
     """The distillation step of a run: `teacher_maps(imgs)` under the step's autocast, then
@@ -114,8 +106,9 @@ class Distiller:
             t_obj = t[..., 4].sigmoid()  # (bs, na, ny, nx)
             cell_weight = (t_obj / t_obj.sum().clamp(min=1.0)).reshape(-1)  # cells the teacher calls objects
             obj = obj + F.binary_cross_entropy_with_logits(s[..., 4], t_obj)
-            anchors = anchors.to(s.device)
-            giou = bbox_iou(_boxes(s, anchors), _boxes(t, anchors), kind="giou")  # (bs*na*ny*nx,)
+            cell_anchors = anchors[None, :, None, None, :]  # (1, na, 1, 1, 2) grid units
+            student_boxes = grid_boxes(s, cell_anchors).reshape(-1, 4)  # (bs*na*ny*nx, 4)
+            giou = bbox_iou(student_boxes, grid_boxes(t, cell_anchors).reshape(-1, 4), kind="giou")
             box = box + (cell_weight * (1.0 - giou)).sum()
             if s.shape[-1] > 6:  # nc > 1, as the label loss
                 bce = F.binary_cross_entropy_with_logits(s[..., 5:], t[..., 5:].sigmoid(), reduction="none")

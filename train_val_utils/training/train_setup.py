@@ -148,6 +148,11 @@ def freeze_layers(model: DarkNet, mode: str) -> int:
     return count
 
 
+def first_closed_epoch(epochs: int, close_mosaic: int) -> int:
+    """The first epoch that draws no mosaic under `--close-mosaic` (`epochs` when every epoch may)."""
+    return max(epochs - close_mosaic, 0)
+
+
 def mosaic_plan(epochs: int, close_mosaic: int, probability: float, rect: bool) -> str | None:
     """The log line that says which epochs draw mosaics (`--close-mosaic`), or None without mosaics.
 
@@ -158,7 +163,7 @@ def mosaic_plan(epochs: int, close_mosaic: int, probability: float, rect: bool) 
     """
     if rect or probability <= 0:
         return None
-    first_closed = max(epochs - close_mosaic, 0)
+    first_closed = first_closed_epoch(epochs, close_mosaic)
     if first_closed >= epochs:
         return f"mosaic (p={probability:g}) in every epoch (--close-mosaic 0)"
     if first_closed == 0:
