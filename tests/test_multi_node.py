@@ -5,20 +5,24 @@ with the weights of one node x 2 processes."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
 from conftest import signal_on_line
 
 from bench.equality_run import state_hash
 from build_utils.errors import UserError
-from train_val_utils.training.distributed_utils import LaunchEnv, init_method, launch_env
+from train_val_utils.training.distributed_utils import LaunchEnv, cleanup_distributed, init_method, launch_env
 
 REPO = Path(__file__).resolve().parents[1]
 # no OMP_NUM_THREADS: torchrun sets it to 1 only where a node runs several processes (the layout bug)
@@ -56,6 +60,31 @@ def test_rank_facts_come_from_torchrun_then_slurm() -> None:
     assert init_method(launch_env(slurm), {**slurm, "MASTER_ADDR": "node7"}) == "tcp://node7:29500"
     with pytest.raises(UserError, match="MASTER_ADDR"):
         init_method(launch_env(slurm), slurm)
+
+
+def test_cleanup_frees_a_ddp_model_in_a_cycle_before_destroying_its_group(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DDP model left to the interpreter's exit outlived its gloo group and aborted 1 rank in 10."""
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+    holder: dict[str, object] = {"model": ddp}
+    holder["self"] = holder  # a cycle, as the Trainer's objects hold one another
+    alive = weakref.ref(ddp)
+    del ddp, holder
+    freed_first: list[bool] = []
+    destroy = dist.destroy_process_group
+
+    def recording_destroy() -> None:
+        freed_first.append(alive() is None)
+        destroy()
+
+    monkeypatch.setattr(dist, "destroy_process_group", recording_destroy)
+    gc.disable()  # only cleanup_distributed's own collection may free the cycle
+    try:
+        cleanup_distributed()
+    finally:
+        gc.enable()
+    assert freed_first == [True] and not dist.is_initialized()
 
 
 @pytest.fixture(scope="module")

