@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 from build_utils.cli import ArgumentParser, check_img_size, check_positive, run_cli, setup_logging
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.errors import UserError
-from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import ensure_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils

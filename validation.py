@@ -36,8 +36,8 @@ from build_utils.cli import (
     run_cli,
     setup_logging,
 )
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.errors import ConfigError
-from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import fit_threads_to_free_cores, inference_half, select_device
 from train_val_utils.benchmarks.study import DEFAULT_STUDY_SIZES

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from build_utils.cli import ArgumentParser, run_cli, setup_logging
+from build_utils.data_cfg import load_class_names
 from build_utils.datasets import LoadImagesAndLabels, collate_fn
-from build_utils.parse_config import load_class_names
 from build_utils.torch_utils import select_device
 from modules.loading import load_model
 from train_val_utils.engine import EvalOptions, evaluate

@@ -25,7 +25,7 @@ import train  # noqa: E402
 import validation  # noqa: E402
 from build_utils.cfg_edit import rewrite_cfg_classes  # noqa: E402
 from build_utils.cli import ArgumentParser  # noqa: E402
-from build_utils.parse_config import load_class_names  # noqa: E402
+from build_utils.data_cfg import load_class_names  # noqa: E402
 from modules.checkpoint import save_checkpoint  # noqa: E402
 from modules.class_transfer import match_class_names  # noqa: E402
 from modules.model import DarkNet  # noqa: E402

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from build_utils.data_cfg import load_class_names
 from build_utils.errors import UserError, WeightsError
-from build_utils.parse_config import load_class_names
 from modules.model import DarkNet
 from modules.model_fit import COCO_NAMES
 

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from build_utils.data_cfg import load_class_names, parse_data_cfg
 from build_utils.errors import ConfigError, UserError
-from build_utils.parse_config import load_class_names, parse_data_cfg
 from build_utils.project_files import PROJECT_ROOT
 from modules.loading import default_img_size
 

@@ -12,8 +12,8 @@ import torch
 import train
 from bench.class_transfer_check import build_subset
 from build_utils.cfg_edit import rewrite_cfg_classes
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.errors import UserError, WeightsError
-from build_utils.parse_config import parse_data_cfg
 from modules.checkpoint import load_checkpoint, save_checkpoint
 from modules.class_transfer import (
     class_indices,

@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import DatasetError
-from build_utils.parse_config import parse_data_cfg, parse_model_cfg
+from build_utils.parse_config import parse_model_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "data" / "scripts"

@@ -14,7 +14,7 @@ import torch
 from test_backends import by_image, predictions
 
 import export
-from build_utils.parse_config import parse_data_cfg
+from build_utils.data_cfg import parse_data_cfg
 from modules import export_utils
 from modules.backends import load_backend
 from modules.model import DarkNet

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 from build_utils.cfg_edit import mask_problems, partition_masks
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import ConfigError, UserError
 from build_utils.hyp import OptimizerHyp
-from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text
+from build_utils.parse_config import parse_model_cfg_text
 from modules.checkpoint import build_checkpoint, deployable_checkpoint, save_checkpoint
 from modules.loading import load_model
 from modules.model import DarkNet
@@ -278,7 +279,7 @@ def test_predict_uses_the_pt_size_nosave_and_category_ids(tmp_path, capsys, monk
 
 
 def test_class_mismatch_error_cites_the_line_and_a_command_that_runs(tmp_path):
-    from train_val_utils.trainer import class_mismatch_error
+    from train_val_utils.training.train_setup import class_mismatch_error
 
     err = class_mismatch_error(DarkNet(TINY), str(TINY), "my.data", 3, False)
     lines = TINY.read_text().splitlines()

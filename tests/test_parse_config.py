@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from build_utils.data_cfg import load_class_names, parse_data_cfg
 from build_utils.errors import ConfigError
-from build_utils.parse_config import load_class_names, parse_data_cfg, parse_model_cfg, parse_model_cfg_text
+from build_utils.parse_config import parse_model_cfg, parse_model_cfg_text
 
 TINY = """[net]
 width=64

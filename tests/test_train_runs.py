@@ -20,9 +20,10 @@ from build_utils.datasets import LoadImagesAndLabels, collate_fn
 from build_utils.hyp import load_hyp
 from modules.checkpoint import load_checkpoint
 from modules.model import DarkNet
-from train_val_utils.engine import NonFiniteLossError, StepSchedule, TrainKit, train_one_epoch
+from train_val_utils.engine import StepSchedule, TrainKit, train_one_epoch
 from train_val_utils.loss import YoloLoss
 from train_val_utils.training.distributed_utils import DistInfo
+from train_val_utils.training.epoch_meter import NonFiniteLossError
 from train_val_utils.training.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -55,7 +55,8 @@ from train_val_utils.evaluation.reporting import (
 from train_val_utils.evaluation.thresholds import EVAL_CONF_THRES, EVAL_IOU_THRES
 from train_val_utils.evaluation.tta import TTA_VIEWS, View, tta_forward
 from train_val_utils.training.distill import Distiller
-from train_val_utils.training.distributed_utils import DistInfo, reduce_sum
+from train_val_utils.training.distributed_utils import DistInfo
+from train_val_utils.training.epoch_meter import EpochMeter
 from train_val_utils.training.optim import apply_warmup, warmup_accumulate
 from train_val_utils.training.sparsity import add_bn_l1_grad
 
@@ -64,10 +65,6 @@ logger = logging.getLogger(__name__)
 BatchHook = Callable[[int, torch.Tensor, torch.Tensor, Any], None]
 # called after each optimizer step but an epoch's last with (batch index, snapshot of the loop state)
 StepHook = Callable[[int, Callable[[], dict[str, Any]]], None]
-
-
-class NonFiniteLossError(UserError):
-    """The loss became NaN/inf; the message names the batch's images (bad labels or too high LR)."""
 
 
 # ---- training ------------------------------------------------------------------------------------
@@ -126,52 +123,6 @@ def _resize(imgs: torch.Tensor, size: int, grid: int) -> torch.Tensor:
     return F.interpolate(imgs, size=new_hw, mode="bilinear", align_corners=False)
 
 
-class _EpochMeter:
-    """Running loss sums and the first non-finite batch, kept on the device between host syncs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(5, device=device)  # box, obj, cls, total, non-finite batches
-        self.count = 0
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.recent_paths: dict[int, Any] = {}  # batch index -> image paths, since the last sync
-
-    def add(self, i: int, loss: torch.Tensor, items: dict[str, torch.Tensor], paths: Any) -> None:
-        parts = torch.stack([items[k].detach().float().reshape(()) for k in LOSS_KEYS])  # (3,)
-        total = parts.sum().reshape(1)
-        bad = ~(torch.isfinite(parts).all() & torch.isfinite(loss.detach().float()))  # () bool
-        self.sums += torch.cat([parts, total, bad.float().reshape(1)])
-        self.first_bad = torch.where(bad & (self.first_bad < 0), torch.full_like(self.first_bad, i),
-                                     self.first_bad)
-        self.count += 1
-        self.recent_paths[i] = paths
-
-    def state(self) -> dict[str, Any]:
-        return {"meter_sums": self.sums.detach().cpu().clone(), "meter_count": self.count}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.sums = state["meter_sums"].to(self.sums.device).clone()
-        self.count = int(state["meter_count"])
-
-    def sync(self, dist_info: DistInfo, epoch: int) -> torch.Tensor:
-        """Host copy of the rank-averaged means (4,); raises when any rank saw a non-finite loss."""
-        count = torch.tensor([float(self.count)], device=self.sums.device)
-        totals = reduce_sum(torch.cat([self.sums, count]), dist_info).cpu()  # (6,) one collective per sync
-        means = totals[:4] / max(float(totals[5]), 1.0)
-        if totals[4] > 0:
-            self._raise(means, epoch)
-        self.recent_paths.clear()
-        return means
-
-    def _raise(self, means: torch.Tensor, epoch: int) -> None:
-        first = int(self.first_bad)
-        where = (f"batch {first}; images: {', '.join(str(p) for p in self.recent_paths.get(first, ()))}"
-                 if first >= 0 else "a batch on another rank")
-        raise NonFiniteLossError(
-            f"non-finite loss (running means {dict(zip((*LOSS_KEYS, 'total'), means.tolist()))}) at epoch "
-            f"{epoch}, {where}. Check their label files, or lower lr0 in the hyp file. The last checkpoint "
-            "(previous epoch) is intact")
-
-
 def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_factor: float,
                     schedule: StepSchedule, on_batch: BatchHook | None = None, start: int = 0,
                     loop_state: dict[str, Any] | None = None, on_step: StepHook | None = None
@@ -190,7 +141,7 @@ def train_one_epoch(kit: TrainKit, dataloader: Any, epoch: int, epochs: int, lr_
     sizes = multi_scale_sizes(schedule.img_size, schedule.grid)
     size = schedule.img_size
     memory_format = torch.channels_last if schedule.channels_last else torch.contiguous_format
-    meter, n_targets = _EpochMeter(device), 0
+    meter, n_targets = EpochMeter(device), 0
     last_step = -1  # batch index of this epoch's last optimizer step
     if loop_state is not None:
         meter.load_state(loop_state)

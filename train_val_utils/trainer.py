@@ -11,22 +11,21 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from build_utils.atomic import remove_stale_temp_files
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.datasets import LoadImagesAndLabels, collate_fn, validation_loader
-from build_utils.errors import ConfigError, DiskFullError, UserError
+from build_utils.errors import DiskFullError, UserError
 from build_utils.hyp import load_hyp, optimizer_hyp, validate_hyp
-from build_utils.parse_config import parse_data_cfg, read_cfg_text
+from build_utils.parse_config import read_cfg_text
 from build_utils.run_dir import RunLock, check_writable, make_run_dir
 from build_utils.torch_utils import unwrap_model
 from modules.checkpoint import (
@@ -56,10 +55,12 @@ from train_val_utils.training.sparsity import bn_scales, plot_bn_histogram
 from train_val_utils.training.train_plots import plot_labels, plot_results
 from train_val_utils.training.train_setup import (
     ClassTransfer,
+    class_mismatch_error,
     first_closed_epoch,
     freeze_layers,
     load_start_weights,
     mosaic_plan,
+    seed_everything,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,28 +73,6 @@ EpochCallback = Callable[[int, dict[str, Any]], bool | None]
 def fitness(metrics: dict[str, float]) -> float:
     """The single number best.pt and --patience follow: 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95."""
     return 0.1 * float(metrics["map50"]) + 0.9 * float(metrics["map"])
-
-
-def class_mismatch_error(model: DarkNet, cfg: str, data: str, nc: int, single_cls: bool) -> ConfigError:
-    """cfg:line of the first [yolo] classes= and a make_cfg command that writes the matching cfg."""
-    yolo = next(m for m in model.module_defs if m["type"] == "yolo")
-    line = yolo.get("_key_lines", {}).get("classes", yolo.get("_line", 0))
-    out = Path(cfg).with_name(f"{Path(cfg).stem}-{nc}cls.cfg")
-    flag = " (--single-cls)" if single_cls else ""
-    return ConfigError(f"{cfg}:{line}: the cfg has classes={model.nc} but {data} has {nc}{flag}; generate a "
-                       "matching cfg and train with it: "
-                       f"python data/scripts/make_cfg.py --base {cfg} --classes {nc} --out {out}")
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
 
 
 class Trainer:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.cli import ArgumentParser, run_cli, setup_logging
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.errors import UserError
-from build_utils.parse_config import parse_data_cfg
 
 LOGGER = logging.getLogger("demo")
 REPO = Path(__file__).resolve().parents[2]

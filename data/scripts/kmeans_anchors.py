@@ -25,9 +25,10 @@ import numpy as np
 
 from build_utils.cfg_edit import mask_problems, partition_masks, rewrite_cfg_classes
 from build_utils.cli import ArgumentParser, run_cli, setup_logging
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.datasets import LoadImagesAndLabels
 from build_utils.errors import ConfigError, DatasetError, UserError
-from build_utils.parse_config import parse_data_cfg, parse_model_cfg_text, read_cfg_text
+from build_utils.parse_config import parse_model_cfg_text, read_cfg_text
 from modules.model import DarkNet
 
 LOGGER = logging.getLogger("kmeans_anchors")

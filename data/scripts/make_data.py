@@ -24,10 +24,11 @@ from pathlib import Path
 
 from build_utils.cfg_edit import rewrite_cfg_classes
 from build_utils.cli import ArgumentParser, run_cli, setup_logging
+from build_utils.data_cfg import load_class_names, parse_data_cfg
 from build_utils.data_yaml import is_data_yaml
 from build_utils.dataset.img_list import list_image_files
 from build_utils.errors import UserError
-from build_utils.parse_config import load_class_names, parse_data_cfg, read_cfg_text
+from build_utils.parse_config import read_cfg_text
 
 LOGGER = logging.getLogger("make_data")
 

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from build_utils.cli import ArgumentParser, check_img_size, run_cli, setup_logging
+from build_utils.data_cfg import load_class_names
 from build_utils.errors import UserError
-from build_utils.parse_config import load_class_names
 from modules.checkpoint import load_checkpoint
 from modules.export_utils import load_for_conversion, save_as_checkpoint, save_as_darknet
 from modules.prune_apply import prune_model

@@ -18,8 +18,8 @@ if __package__ in (None, ""):  # run as a file, not `python -m data.scripts.voc2
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 from build_utils.cli import ArgumentParser, run_cli, setup_logging
+from build_utils.data_cfg import load_class_names
 from build_utils.errors import UserError
-from build_utils.parse_config import load_class_names
 from data.scripts.dataset_convert import convert_voc
 
 LOGGER = logging.getLogger("voc2yolo")

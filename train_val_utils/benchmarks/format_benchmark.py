@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from build_utils.data_cfg import parse_data_cfg
 from build_utils.datasets import validation_loader
-from build_utils.parse_config import parse_data_cfg
 from build_utils.run_dir import make_run_dir
 from build_utils.torch_utils import select_device
 from modules import export_utils

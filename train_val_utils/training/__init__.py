@@ -5,6 +5,7 @@
 - `train_setup.py`: the starting weights of a run (predictor rows transferred by class name) and `--freeze`.
 - `optim.py`: parameter groups, optimizer, LR schedule, warm-up and gradient accumulation.
 - `ema.py`: the exponential moving average of the weights.
+- `epoch_meter.py`: an epoch's running losses on the device, and the non-finite-loss error naming its images.
 - `sparsity.py`: L1 on the batch-norm scales (`--sr`) and their histogram, before channel pruning.
 - `image_weights.py`: class-frequency image sampling (`--image-weights`).
 - `distributed_utils.py`: torchrun/SLURM DDP set-up, `--dist-timeout`, rank-0-only helpers.

@@ -1,4 +1,4 @@
-"""Starting weights and layer freezing for a training run.
+"""Starting weights, layer freezing, seeding and the class-count check of a training run.
 
 Starting weights may come from our `.pt` (any class count: matching tensors load), from full Darknet
 `.weights` (also of another class count: the file's count is worked out from its size), or from a
@@ -11,14 +11,19 @@ other classes start from the bias prior.
 from __future__ import annotations
 
 import logging
+import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from build_utils.cfg_edit import rewrite_cfg_classes
-from build_utils.errors import UserError, WeightsError
-from build_utils.parse_config import load_class_names
+from build_utils.data_cfg import load_class_names
+from build_utils.errors import ConfigError, UserError, WeightsError
 from modules.checkpoint import checkpoint_state_dict, load_checkpoint, load_matching_state_dict
 from modules.class_transfer import darknet_source_names, transfer_classes
 from modules.model import DarkNet
@@ -170,3 +175,26 @@ def mosaic_plan(epochs: int, close_mosaic: int, probability: float, rect: bool) 
         return f"no mosaic: all {epochs} epochs on whole images (--close-mosaic {close_mosaic} >= --epochs)"
     return (f"mosaic (p={probability:g}) in epochs 0-{first_closed - 1}, whole images in the last "
             f"{epochs - first_closed} (--close-mosaic {close_mosaic})")
+
+
+def class_mismatch_error(model: DarkNet, cfg: str, data: str, nc: int, single_cls: bool) -> ConfigError:
+    """cfg:line of the first [yolo] classes= and a make_cfg command that writes the matching cfg."""
+    yolo = next(m for m in model.module_defs if m["type"] == "yolo")
+    line = yolo.get("_key_lines", {}).get("classes", yolo.get("_line", 0))
+    out = Path(cfg).with_name(f"{Path(cfg).stem}-{nc}cls.cfg")
+    flag = " (--single-cls)" if single_cls else ""
+    return ConfigError(f"{cfg}:{line}: the cfg has classes={model.nc} but {data} has {nc}{flag}; generate a "
+                       "matching cfg and train with it: "
+                       f"python data/scripts/make_cfg.py --base {cfg} --classes {nc} --out {out}")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and torch; `--deterministic` also asks torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
