@@ -5,6 +5,8 @@ logged losses, so a refactor that must not change behaviour can show the same ha
 Speed switches that change float rounding are turned off here (`--no-amp`: float32, not the bfloat16
 that is the default on CPUs with AVX512_BF16; `--no-channels-last`, `--no-compile` where the trainer
 has them), and `--close-mosaic 0` keeps mosaics in all 3 epochs as when the hash was recorded.
+The hash depends on the machine and the OpenCV version (the images are drawn and augmented with it), so
+compare two checkouts on one machine in one environment (BENCHMARKS.md lists the hashes seen).
 
     python bench/equality_run.py            # makes data/shapes-eq (96 train, 32 val, 160 px) when absent
 """
