@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from build_utils.atomic import remove_stale_temp_files
 from build_utils.data_cfg import parse_data_cfg
@@ -44,7 +44,7 @@ from train_val_utils.training.distill import Distiller, load_teacher
 from train_val_utils.training.distributed_utils import DistInfo, barrier, broadcast_object, pin_cpu_threads
 from train_val_utils.training.elastic import mark_run_folder
 from train_val_utils.training.ema import ModelEMA
-from train_val_utils.training.image_weights import ImageWeightSampler, train_sampler
+from train_val_utils.training.image_weights import ImageWeightSampler
 from train_val_utils.training.mid_epoch import MidEpochSaver, ResumeSampler, restore_position
 from train_val_utils.training.optim import build_optimizer, cosine_lr_lambda, log_step_plan, warmup_iterations
 from train_val_utils.training.plot_queue import PlotQueue
@@ -215,8 +215,19 @@ class Trainer:
         self.train_set = LoadImagesAndLabels(self.data["train"], batch_size=self.batch, augment=True,
                                              rect=run.rect, seed=run.seed, **common,
                                              mosaic_epochs=first_closed_epoch(run.epochs, run.close_mosaic))
-        self.sampler, self.shuffle_gen = train_sampler(self.train_set, self.nc, run.seed, rect=run.rect,
-                                                       by_class=run.image_weights, dist=self.dist)
+        if run.image_weights:
+            if run.rect:
+                raise UserError("--image-weights draws images at random, --rect needs them in aspect order; "
+                                "drop one of the two")
+            self.sampler: Any = ImageWeightSampler(self.train_set.labels, self.nc, run.seed, self.dist.rank,
+                                                   world)
+        elif self.dist.distributed:
+            self.sampler = DistributedSampler(self.train_set, shuffle=not run.rect, seed=run.seed)
+        elif run.rect:
+            self.sampler = SequentialSampler(self.train_set)
+        else:
+            self.shuffle_gen = torch.Generator()
+            self.sampler = RandomSampler(self.train_set, generator=self.shuffle_gen)
         self.loader_sampler = ResumeSampler(self.sampler)  # skips a resumed epoch's trained batches
         self.train_loader = self._loader(self.train_set, self.batch, workers, self.loader_sampler)
         self.val_loader = None

@@ -7,7 +7,7 @@
 - `ema.py`: the exponential moving average of the weights.
 - `epoch_meter.py`: an epoch's running losses on the device, and the non-finite-loss error naming its images.
 - `sparsity.py`: L1 on the batch-norm scales (`--sr`) and their histogram, before channel pruning.
-- `image_weights.py`: the order training images are drawn in; class-frequency sampling (`--image-weights`).
+- `image_weights.py`: class-frequency image sampling (`--image-weights`).
 - `distributed_utils.py`: torchrun/SLURM DDP set-up, `--dist-timeout`, rank-0-only helpers.
 - `mid_epoch.py`: mid-epoch last.pt (`--save-period-steps/-min`) and resuming inside an epoch.
 - `elastic.py`: a `torchrun --max-restarts` restart finds and resumes its run by itself.

@@ -1,7 +1,4 @@
-"""The order a run draws its training images in, and `--image-weights`: by the classes they hold.
-
-`train_sampler` picks one: shuffled (reseeded per epoch by the trainer), in aspect order (`--rect`), split
-over ranks (DDP), or by class (`--image-weights`, the classic recipe).
+"""`train.py --image-weights`: draw each epoch's images by the classes they hold (the classic recipe).
 
 Class weight = inverse class frequency x (1 - the class's last AP@0.5)^2, so rare classes and
 classes the model still misses are seen more often; an image's weight is the sum of its labels'
@@ -14,14 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DistributedSampler, RandomSampler, Sampler, SequentialSampler
-
-from build_utils.errors import UserError
-from train_val_utils.training.distributed_utils import DistInfo
+from torch.utils.data import Sampler
 
 
 def class_frequency_weights(labels: Sequence[np.ndarray], nc: int) -> np.ndarray:
@@ -83,20 +76,3 @@ class ImageWeightSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world)
-
-
-def train_sampler(dataset: Any, nc: int, seed: int, *, rect: bool, by_class: bool,
-                  dist: DistInfo) -> tuple[Sampler, torch.Generator | None]:
-    """The run's sampler, and the generator the trainer reseeds each epoch (plain shuffling only) so a
-    resumed run draws the same order."""
-    if by_class:
-        if rect:
-            raise UserError("--image-weights draws images at random, --rect needs them in aspect order; "
-                            "drop one of the two")
-        return ImageWeightSampler(dataset.labels, nc, seed, dist.rank, dist.world_size), None
-    if dist.distributed:
-        return DistributedSampler(dataset, shuffle=not rect, seed=seed), None
-    if rect:
-        return SequentialSampler(dataset), None
-    generator = torch.Generator()
-    return RandomSampler(dataset, generator=generator), generator
